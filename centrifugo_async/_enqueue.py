@@ -1,0 +1,156 @@
+"""The I/O-free half of publishing, shared by ``Publisher`` and ``AsyncPublisher``.
+
+A batch of messages becomes an ``EnqueuePlan``: one ``ENQUEUE`` script call per
+shard group (chunked), with each envelope pre-encoded around its ``seq`` value so
+the script only splices in the number it assigns. The twins run the calls in a
+single pipeline and hand the replies back to ``EnqueuePlan.envelopes``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+import msgspec
+import redis.exceptions
+
+from .envelope import ENVELOPE_VERSION, Envelope
+from .exceptions import (
+    InvalidMessage,
+    PayloadTooLarge,
+    QueueUnavailable,
+    TopologyMismatch,
+)
+from .keys import Keyspace, ShardKeys
+from .message import Message
+from .routing import shard_for
+from .scripts import ENQUEUE, TOPOLOGY_ERROR
+
+_CHUNK = 1000
+_SEQ_PLACEHOLDER = 1
+_SEQ_MARKER = b'"seq":1,'
+_encoder = msgspec.json.Encoder()
+
+
+@attrs.frozen
+class ScriptCall:
+    """One ``ENQUEUE`` call: the messages of one shard, in call order."""
+
+    keys: ShardKeys
+    args: list[bytes | str]
+    drafts: list[Envelope[Any]]
+
+    @property
+    def redis_args(self) -> tuple[bytes | str, ...]:
+        k = self.keys
+        return (ENQUEUE.sha, 3, k.state, k.queue, k.bell, *self.args)
+
+
+@attrs.frozen
+class EnqueuePlan:
+    calls: list[ScriptCall]
+
+    def envelopes(self, replies: Sequence[object]) -> list[Envelope[Any]]:
+        """Envelopes with their assigned ``seq``, in the order the calls were planned.
+
+        Raises the typed error for the first failed call.
+        """
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise translate_redis_error(reply)
+        return [
+            msgspec.structs.replace(draft, seq=int(first) + offset)  # type: ignore[call-overload]
+            for call, first in zip(self.calls, replies, strict=True)
+            for offset, draft in enumerate(call.drafts)
+        ]
+
+
+def plan(
+    messages: Iterable[Message], keyspace: Keyspace, max_payload_bytes: int
+) -> EnqueuePlan:
+    """Validate and encode every message, then group them by shard.
+
+    Everything that can fail on bad input fails here, before any I/O.
+    """
+    now_ms = time.time_ns() // 1_000_000
+    groups: dict[int, ScriptCall] = {}
+    calls: list[ScriptCall] = []
+    for message in messages:
+        if not isinstance(message, Message):
+            raise InvalidMessage(f"publish_many expects Message objects, got {message!r}")
+        draft = _draft(message, keyspace.shards, now_ms)
+        head, tail = _split_at_seq(draft, max_payload_bytes)
+        call = groups.get(draft.shard)
+        if call is None or len(call.drafts) >= _CHUNK:
+            call = ScriptCall(keyspace.shard(draft.shard), [str(keyspace.shards)], [])
+            groups[draft.shard] = call
+            calls.append(call)
+        call.args.extend((head, tail))
+        call.drafts.append(draft)
+    return EnqueuePlan(calls)
+
+
+def _draft(message: Message, shards: int, now_ms: int) -> Envelope[Any]:
+    return Envelope(
+        v=ENVELOPE_VERSION,
+        channel=message.channel,
+        key=message.key,
+        version=message.version,
+        seq=_SEQ_PLACEHOLDER,
+        shard=shard_for(message.key, shards),
+        ts=now_ms,
+        data=message.data,
+        tags=dict(message.tags) if message.tags is not None else None,
+        idempotency_key=message.idempotency_key,
+        ttl_ms=message.ttl_ms,
+    )
+
+
+def _split_at_seq(draft: Envelope[Any], max_payload_bytes: int) -> tuple[bytes, bytes]:
+    """Encode ``draft`` and cut it around the ``seq`` value.
+
+    ``seq`` is encoded after ``v``, ``channel``, ``key`` and ``version``; string
+    values escape their quotes, so the first ``"seq":1,`` is always the field.
+    """
+    try:
+        encoded = _encoder.encode(draft)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidMessage(f"`data` is not JSON-serialisable: {exc}") from None
+    # The spliced seq may be up to 15 digits longer than the placeholder.
+    if len(encoded) + 15 > max_payload_bytes:
+        raise PayloadTooLarge(
+            f"envelope for key {draft.key!r} is {len(encoded)} bytes, over the "
+            f"limit of {max_payload_bytes} bytes (max_payload_bytes)"
+        )
+    head, marker, tail = encoded.partition(_SEQ_MARKER)
+    assert marker, "envelope encoding lost its seq field"
+    return head + b'"seq":', b"," + tail
+
+
+def translate_redis_error(exc: BaseException) -> Exception:
+    """Map a redis-py error to the library's typed errors."""
+    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(TOPOLOGY_ERROR):
+        return TopologyMismatch(str(exc).removeprefix(TOPOLOGY_ERROR).strip())
+    if isinstance(exc, redis.exceptions.RedisError):
+        return QueueUnavailable(f"Redis is unavailable or failed the command: {exc}")
+    if isinstance(exc, Exception):
+        return exc
+    return QueueUnavailable(repr(exc))
+
+
+def is_noscript(reply: object) -> bool:
+    return isinstance(reply, redis.exceptions.NoScriptError)
+
+
+def check_recorded_shards(recorded: object, keyspace: Keyspace) -> None:
+    """Fail fast when Redis records a different shard count for this prefix."""
+    value = recorded.decode() if isinstance(recorded, bytes) else str(recorded)
+    if int(value) != keyspace.shards:
+        raise TopologyMismatch(
+            f"prefix {keyspace.prefix!r} is recorded in Redis with shards={value}, but "
+            f"this process is configured with shards={keyspace.shards}; routing with a "
+            "different count would reorder keys. Use the recorded count, or follow the "
+            "resharding procedure in docs/relay.md."
+        )

@@ -1,0 +1,67 @@
+"""Every error the library raises, in one tree.
+
+    CentrifugoAsyncError
+    ├── InvalidMessage              bad input to publish(); nothing was written
+    │   └── PayloadTooLarge         the encoded envelope exceeds the configured limit
+    ├── EnvelopeDecodeError         bytes that are not a valid envelope (relay, clients)
+    ├── TopologyMismatch            shard count differs from the one recorded in Redis
+    ├── QueueUnavailable            Redis could not be reached or failed the command
+    └── RelayFatalError             the relay cannot go on and must stop (exit non-zero)
+        └── CentrifugoAuthError     Centrifugo refused the API key (HTTP 401/403)
+
+``InvalidMessage`` and ``EnvelopeDecodeError`` are also ``ValueError`` so callers
+that validate input generically still catch them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CentrifugoAsyncError",
+    "CentrifugoAuthError",
+    "EnvelopeDecodeError",
+    "InvalidMessage",
+    "PayloadTooLarge",
+    "QueueUnavailable",
+    "RelayFatalError",
+    "TopologyMismatch",
+]
+
+
+class CentrifugoAsyncError(Exception):
+    """Base class of every error raised by centrifugo_async."""
+
+
+class InvalidMessage(CentrifugoAsyncError, ValueError):
+    """A message given to ``publish`` is invalid; nothing was written to Redis."""
+
+
+class PayloadTooLarge(InvalidMessage):
+    """The encoded envelope is larger than the publisher's ``max_payload_bytes``."""
+
+
+class EnvelopeDecodeError(CentrifugoAsyncError, ValueError):
+    """Bytes that do not decode to a valid envelope of a supported major version."""
+
+
+class TopologyMismatch(CentrifugoAsyncError):
+    """The configured shard count differs from the one recorded in Redis.
+
+    Routing a key with a different shard count would send it to another list and
+    break its order, so publishers and relays refuse to start instead.
+    """
+
+
+class QueueUnavailable(CentrifugoAsyncError):
+    """Redis could not be reached, timed out or failed a command.
+
+    Publishing is a single atomic script call, so when this is raised the message
+    was either fully enqueued or not at all; with a timeout the outcome is unknown.
+    """
+
+
+class RelayFatalError(CentrifugoAsyncError):
+    """A condition the relay cannot retry its way out of (bad configuration)."""
+
+
+class CentrifugoAuthError(RelayFatalError):
+    """Centrifugo answered HTTP 401/403: the API key is missing or wrong."""

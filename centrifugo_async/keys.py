@@ -1,0 +1,83 @@
+"""Every Redis key name the publisher and relay use, in one place.
+
+All keys of one shard share the Redis Cluster hash tag ``{<prefix>:<shard>}`` so
+the scripts that touch several of them stay within one hash slot::
+
+    {centrifugo.publish}:meta          hash: shards, created_ms (the topology)
+    {centrifugo.publish:3}:queue       list: envelopes waiting to be relayed
+    {centrifugo.publish:3}:inflight    list: envelopes taken by the relay, not yet accepted
+    {centrifugo.publish:3}:state       hash: seq, shards, delivered, expired, dead_lettered
+    {centrifugo.publish:3}:lease       string: id of the relay that owns the shard (with TTL)
+    {centrifugo.publish:3}:bell        list: wake-up token pushed when the queue stops being empty
+    {centrifugo.publish:3}:dlq         list: dead letters (JSON records) of that shard
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .routing import MAX_SHARDS
+
+__all__ = ["DEFAULT_PREFIX", "Keyspace", "ShardKeys"]
+
+DEFAULT_PREFIX = "centrifugo.publish"
+
+
+@attrs.frozen
+class ShardKeys:
+    """The key names of one shard."""
+
+    shard: int
+    queue: str
+    inflight: str
+    state: str
+    lease: str
+    bell: str
+    dlq: str
+
+
+def _check_prefix(_: object, __: attrs.Attribute[str], prefix: str) -> None:
+    if not prefix or any(c in prefix for c in "{}") or prefix != prefix.strip():
+        raise ValueError(
+            f"invalid prefix {prefix!r}: it must be non-empty, without braces or "
+            "surrounding spaces (braces would break the Redis Cluster hash tags)"
+        )
+
+
+def _check_shards(_: object, __: attrs.Attribute[int], shards: int) -> None:
+    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
+        raise ValueError(f"invalid shard count {shards!r}: it must be an integer 1..{MAX_SHARDS}")
+
+
+@attrs.frozen
+class Keyspace:
+    """Key names for one ``prefix`` and shard count."""
+
+    prefix: str = attrs.field(default=DEFAULT_PREFIX, validator=_check_prefix)
+    shards: int = attrs.field(default=16, validator=_check_shards)
+    _shard_keys: tuple[ShardKeys, ...] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_shard_keys", tuple(map(self._build, range(self.shards))))
+
+    @property
+    def meta(self) -> str:
+        return f"{{{self.prefix}}}:meta"
+
+    def shard(self, index: int) -> ShardKeys:
+        return self._shard_keys[index]
+
+    def all_shards(self) -> tuple[ShardKeys, ...]:
+        return self._shard_keys
+
+    def _build(self, index: int) -> ShardKeys:
+        tag = f"{{{self.prefix}:{index}}}"
+        return ShardKeys(
+            shard=index,
+            queue=f"{tag}:queue",
+            inflight=f"{tag}:inflight",
+            state=f"{tag}:state",
+            lease=f"{tag}:lease",
+            bell=f"{tag}:bell",
+            dlq=f"{tag}:dlq",
+        )

@@ -1,0 +1,60 @@
+"""``Message``: what an application asks to publish, validated before any I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .envelope import MAX_OBJECT_VERSION
+from .exceptions import InvalidMessage
+
+__all__ = ["Message"]
+
+
+def _non_empty_str(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidMessage(f"`{name}` must be a non-empty string, got {value!r}")
+
+
+@attrs.frozen
+class Message:
+    """One update of one object, as given to ``publish`` / ``publish_many``.
+
+    Validation happens here, at construction, so a batch with one bad message is
+    refused before any of it reaches Redis.
+    """
+
+    channel: str
+    data: Any
+    key: str
+    version: int
+    tags: Mapping[str, str] | None = None
+    idempotency_key: str | None = None
+    ttl_ms: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _non_empty_str("channel", self.channel)
+        _non_empty_str("key", self.key)
+        if isinstance(self.version, bool) or not isinstance(self.version, int):
+            raise InvalidMessage(f"`version` must be an integer, got {self.version!r}")
+        if not 0 <= self.version <= MAX_OBJECT_VERSION:
+            raise InvalidMessage(
+                f"`version` {self.version} is out of range: it must be 0..2**53-1 "
+                "(the largest integer JavaScript represents exactly)"
+            )
+        if self.tags is not None:
+            if not isinstance(self.tags, Mapping):
+                raise InvalidMessage(f"`tags` must be a mapping of str to str, got {self.tags!r}")
+            for tag, value in self.tags.items():
+                if not isinstance(tag, str) or not isinstance(value, str):
+                    raise InvalidMessage(
+                        f"`tags` must map str to str, got {tag!r}: {value!r}"
+                    )
+        if self.idempotency_key is not None:
+            _non_empty_str("idempotency_key", self.idempotency_key)
+        if self.ttl_ms is not None and (
+            isinstance(self.ttl_ms, bool) or not isinstance(self.ttl_ms, int) or self.ttl_ms < 1
+        ):
+            raise InvalidMessage(f"`ttl_ms` must be a positive integer, got {self.ttl_ms!r}")

@@ -1,0 +1,262 @@
+"""``Publisher`` and ``AsyncPublisher``: enqueue envelopes into sharded Redis lists.
+
+The two classes are twins: all validation, encoding and routing lives in
+``_enqueue``; each twin only runs the planned script calls over its client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import redis
+import redis.asyncio
+import redis.exceptions
+
+from ._enqueue import (
+    EnqueuePlan,
+    check_recorded_shards,
+    is_noscript,
+    plan,
+    translate_redis_error,
+)
+from .envelope import Envelope
+from .exceptions import QueueUnavailable
+from .keys import DEFAULT_PREFIX, Keyspace
+from .message import Message
+from .scripts import ENQUEUE, RECORD_TOPOLOGY
+
+__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "AsyncPublisher", "Publisher"]
+
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+class _PublisherBase:
+    def __init__(
+        self,
+        *,
+        shards: int,
+        prefix: str,
+        max_payload_bytes: int,
+        owns_client: bool,
+    ) -> None:
+        if max_payload_bytes < 256:
+            raise ValueError(f"max_payload_bytes must be >= 256, got {max_payload_bytes}")
+        self.keyspace = Keyspace(prefix=prefix, shards=shards)
+        self.max_payload_bytes = max_payload_bytes
+        self._owns_client = owns_client
+        self._topology_checked = False
+
+    def _plan_one(
+        self,
+        channel: str,
+        data: Any,
+        key: str,
+        version: int,
+        tags: Mapping[str, str] | None,
+        idempotency_key: str | None,
+        ttl_ms: int | None,
+    ) -> EnqueuePlan:
+        message = Message(channel, data, key, version, tags, idempotency_key, ttl_ms)
+        return plan((message,), self.keyspace, self.max_payload_bytes)
+
+    def _topology_args(self) -> tuple[str, int, str, int, int]:
+        now_ms = time.time_ns() // 1_000_000
+        return (RECORD_TOPOLOGY.source, 1, self.keyspace.meta, self.keyspace.shards, now_ms)
+
+
+class Publisher(_PublisherBase):
+    """Synchronous publisher over a ``redis.Redis`` client.
+
+    ``publish`` is one Redis round trip: one script assigns the shard's next
+    sequence number and appends the envelope atomically. ``publish_many`` sends
+    one script call per shard group, all in one pipeline.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        shards: int = 16,
+        prefix: str = DEFAULT_PREFIX,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        owns_client: bool = False,
+    ) -> None:
+        super().__init__(
+            shards=shards,
+            prefix=prefix,
+            max_payload_bytes=max_payload_bytes,
+            owns_client=owns_client,
+        )
+        self._redis = client
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Self:
+        """A publisher with its own connection pool, closed by ``close()``."""
+        return cls(redis.Redis.from_url(url), owns_client=True, **kwargs)
+
+    def ensure_topology(self) -> None:
+        """Record the shard count in Redis, or check it against the recorded one."""
+        if self._topology_checked:
+            return
+        try:
+            recorded = self._redis.eval(*self._topology_args())
+        except redis.exceptions.RedisError as exc:
+            raise translate_redis_error(exc) from exc
+        check_recorded_shards(recorded, self.keyspace)
+        self._topology_checked = True
+
+    def publish(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        key: str,
+        version: int,
+        tags: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        ttl_ms: int | None = None,
+    ) -> Envelope[Any]:
+        """Enqueue one update of object ``key`` at ``version`` for ``channel``."""
+        batch = self._plan_one(channel, data, key, version, tags, idempotency_key, ttl_ms)
+        return self._run(batch)[0]
+
+    def publish_many(self, items: Iterable[Message]) -> list[Envelope[Any]]:
+        """Enqueue many messages; per key, the order of ``items`` is kept."""
+        return self._run(plan(items, self.keyspace, self.max_payload_bytes))
+
+    def _run(self, batch: EnqueuePlan) -> list[Envelope[Any]]:
+        if not batch.calls:
+            return []
+        self.ensure_topology()
+        for _ in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for call in batch.calls:
+                pipe.evalsha(*call.redis_args)
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except redis.exceptions.RedisError as exc:
+                raise translate_redis_error(exc) from exc
+            if not any(map(is_noscript, replies)):
+                return batch.envelopes(replies)
+            self._load_script()
+        raise QueueUnavailable("Redis keeps forgetting the enqueue script (SCRIPT FLUSH?)")
+
+    def _load_script(self) -> None:
+        try:
+            self._redis.script_load(ENQUEUE.source)
+        except redis.exceptions.RedisError as exc:
+            raise translate_redis_error(exc) from exc
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._redis.close()
+
+    def __enter__(self) -> Self:
+        self.ensure_topology()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncPublisher(_PublisherBase):
+    """The asyncio twin of ``Publisher``, over ``redis.asyncio.Redis``."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        shards: int = 16,
+        prefix: str = DEFAULT_PREFIX,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        owns_client: bool = False,
+    ) -> None:
+        super().__init__(
+            shards=shards,
+            prefix=prefix,
+            max_payload_bytes=max_payload_bytes,
+            owns_client=owns_client,
+        )
+        self._redis = client
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Self:
+        """A publisher with its own connection pool, closed by ``close()``."""
+        return cls(redis.asyncio.Redis.from_url(url), owns_client=True, **kwargs)
+
+    async def ensure_topology(self) -> None:
+        """Record the shard count in Redis, or check it against the recorded one."""
+        if self._topology_checked:
+            return
+        try:
+            recorded = await self._redis.eval(*self._topology_args())
+        except redis.exceptions.RedisError as exc:
+            raise translate_redis_error(exc) from exc
+        check_recorded_shards(recorded, self.keyspace)
+        self._topology_checked = True
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        key: str,
+        version: int,
+        tags: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        ttl_ms: int | None = None,
+    ) -> Envelope[Any]:
+        """Enqueue one update of object ``key`` at ``version`` for ``channel``."""
+        batch = self._plan_one(channel, data, key, version, tags, idempotency_key, ttl_ms)
+        return (await self._run(batch))[0]
+
+    async def publish_many(self, items: Iterable[Message]) -> list[Envelope[Any]]:
+        """Enqueue many messages; per key, the order of ``items`` is kept."""
+        return await self._run(plan(items, self.keyspace, self.max_payload_bytes))
+
+    async def _run(self, batch: EnqueuePlan) -> list[Envelope[Any]]:
+        if not batch.calls:
+            return []
+        await self.ensure_topology()
+        for _ in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for call in batch.calls:
+                pipe.evalsha(*call.redis_args)
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except redis.exceptions.RedisError as exc:
+                raise translate_redis_error(exc) from exc
+            if not any(map(is_noscript, replies)):
+                return batch.envelopes(replies)
+            await self._load_script()
+        raise QueueUnavailable("Redis keeps forgetting the enqueue script (SCRIPT FLUSH?)")
+
+    async def _load_script(self) -> None:
+        try:
+            await self._redis.script_load(ENQUEUE.source)
+        except redis.exceptions.RedisError as exc:
+            raise translate_redis_error(exc) from exc
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._redis.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.ensure_topology()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

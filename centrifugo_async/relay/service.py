@@ -1,0 +1,161 @@
+"""``serve()``: the relay's whole life, from start-up checks to a clean stop.
+
+The CLI is a thin shell around it; tests drive it directly with their own
+``stop`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import httpx
+import redis.asyncio
+import redis.exceptions
+
+from .._enqueue import check_recorded_shards
+from ..exceptions import QueueUnavailable, RelayFatalError
+from ..keys import Keyspace
+from ..scripts import RECORD_TOPOLOGY
+from .api import CentrifugoAPI, Verdict
+from .backoff import Backoff
+from .lease import LeaseKeeper
+from .settings import RelaySettings
+from .worker import ShardWorker
+
+__all__ = ["serve"]
+
+log = logging.getLogger("centrifugo_async.relay")
+
+DEFAULT_SHARDS = 16
+STARTUP_TIMEOUT = 30.0
+
+
+async def serve(
+    settings: RelaySettings,
+    *,
+    stop: asyncio.Event | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    startup_timeout: float = STARTUP_TIMEOUT,
+) -> None:
+    """Run the relay until ``stop`` is set.
+
+    Waits up to ``startup_timeout`` for Redis and Centrifugo, then runs one worker
+    per shard and the lease keeper. On ``stop`` every worker finishes the batch it
+    has in flight, leases are released and the function returns. Raises
+    ``RelayFatalError`` (bad API key or URL, shard count mismatch) and
+    ``QueueUnavailable`` (Redis unreachable at start-up).
+    """
+    stop = stop or asyncio.Event()
+    client = redis.asyncio.Redis.from_url(settings.redis_url)
+    api = CentrifugoAPI(
+        settings.api_url,
+        settings.api_key,
+        timeout=settings.request_timeout,
+        transport=transport,
+    )
+    try:
+        deadline = time.monotonic() + startup_timeout
+        keyspace = await _resolve_keyspace(client, settings, deadline)
+        await _check_centrifugo(api, settings, deadline, stop)
+        await _run(client, api, keyspace, settings, stop)
+    finally:
+        await api.aclose()
+        await client.aclose()
+
+
+async def _resolve_keyspace(
+    client: redis.asyncio.Redis, settings: RelaySettings, deadline: float
+) -> Keyspace:
+    """Adopt or check the shard count recorded for the prefix."""
+    meta = Keyspace(prefix=settings.prefix, shards=1).meta
+    backoff = Backoff(0.1, 2.0)
+    while True:
+        try:
+            recorded = await client.hget(meta, "shards")
+            shards = settings.shards or (int(recorded) if recorded else DEFAULT_SHARDS)
+            keyspace = Keyspace(prefix=settings.prefix, shards=shards)
+            recorded = await client.eval(
+                RECORD_TOPOLOGY.source, 1, meta, shards, time.time_ns() // 1_000_000
+            )
+        except redis.exceptions.RedisError as exc:
+            if time.monotonic() > deadline:
+                raise QueueUnavailable(
+                    f"cannot reach Redis at {_redact(settings.redis_url)}: {exc}"
+                ) from None
+            log.warning("waiting for Redis error=%s", exc)
+            await asyncio.sleep(backoff.next_delay())
+            continue
+        try:
+            check_recorded_shards(recorded, keyspace)
+        except Exception as exc:
+            raise RelayFatalError(str(exc)) from None
+        return keyspace
+
+
+async def _check_centrifugo(
+    api: CentrifugoAPI, settings: RelaySettings, deadline: float, stop: asyncio.Event
+) -> None:
+    """Prove the API URL and key before touching any queue (HTTP 401 is fatal)."""
+    backoff = Backoff(0.1, 2.0)
+    while not stop.is_set():
+        result = await api.check()
+        if result.verdict is Verdict.REPLIES:
+            return
+        if time.monotonic() > deadline:
+            raise RelayFatalError(
+                f"Centrifugo API at {settings.api_url} is not answering: {result.reason}"
+            )
+        log.warning("waiting for Centrifugo url=%s reason=%s", settings.api_url, result.reason)
+        await asyncio.sleep(backoff.next_delay())
+
+
+async def _run(
+    client: redis.asyncio.Redis,
+    api: CentrifugoAPI,
+    keyspace: Keyspace,
+    settings: RelaySettings,
+    stop: asyncio.Event,
+) -> None:
+    leases = LeaseKeeper(client, keyspace, settings.relay_id, settings.lease_ttl)
+    workers = [
+        ShardWorker(keys, client, api, leases, settings, stop) for keys in keyspace.all_shards()
+    ]
+    log.info(
+        "relay started relay=%s shards=%d prefix=%s api=%s",
+        settings.relay_id, keyspace.shards, keyspace.prefix, settings.api_url,
+    )
+    keeper = asyncio.create_task(leases.run(stop), name="lease-keeper")
+    tasks = [asyncio.create_task(w.run(), name=f"shard-{w.shard}") for w in workers]
+    failure: BaseException | None = None
+    try:
+        for finished in asyncio.as_completed(tasks):
+            try:
+                await finished
+            except RelayFatalError as exc:
+                if failure is None:
+                    failure = exc
+                    log.error("relay stopping: %s", exc)
+                stop.set()
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await keeper
+        await leases.release_all()
+        delivered = sum(w.counts.delivered for w in workers)
+        log.info("relay stopped relay=%s delivered=%d", settings.relay_id, delivered)
+    if failure is not None:
+        raise failure
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"

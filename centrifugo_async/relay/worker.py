@@ -1,0 +1,254 @@
+"""``ShardWorker``: moves one shard's messages into Centrifugo, in order, at least once.
+
+One batch in flight per shard. Each round:
+
+1. ``CLAIM`` (fenced by the lease) returns the head of the in-flight list if it is
+   not empty (left by a crash or a failed ack), else moves up to ``max_batch``
+   messages from the queue to the in-flight list. The batch is as large as the
+   backlog allows: 1 message when idle, ``max_batch`` when behind.
+2. Entries that are not valid envelopes are dead-lettered and expired ones (past
+   ``ttl_ms``) are counted; the rest become publish commands whose ``data`` is
+   the envelope bytes, unchanged.
+3. The commands go to ``/api/batch`` with ``parallel: false``. Retryable failures
+   are retried with backoff while the shard waits; rejected commands are
+   dead-lettered; a refused body is resent one command at a time to isolate it.
+4. ``ACK`` (fenced) removes the batch from the in-flight list and records dead
+   letters and counters in one step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import attrs
+import redis.asyncio
+import redis.exceptions
+
+from ..deadletter import DeadLetter, encode_dead_letter
+from ..envelope import decode_envelope
+from ..exceptions import EnvelopeDecodeError
+from ..keys import ShardKeys
+from ..scripts import ACK, CLAIM, LEASE_LOST
+from .api import CentrifugoAPI, Verdict, publish_command
+from .backoff import Backoff
+from .lease import LeaseKeeper
+from .settings import RelaySettings
+
+__all__ = ["ShardWorker"]
+
+log = logging.getLogger("centrifugo_async.relay")
+
+
+@attrs.define
+class _Item:
+    """One claimed entry and what became of it."""
+
+    raw: bytes
+    channel: str | None = None
+    command: bytes | None = None
+    delivered: bool = False
+    expired: bool = False
+    dead_letter: DeadLetter | None = None
+
+
+@attrs.define
+class _Counts:
+    delivered: int = 0
+    expired: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+class ShardWorker:
+    def __init__(
+        self,
+        keys: ShardKeys,
+        client: redis.asyncio.Redis,
+        api: CentrifugoAPI,
+        leases: LeaseKeeper,
+        settings: RelaySettings,
+        stop: asyncio.Event,
+    ) -> None:
+        self.keys = keys
+        self.shard = keys.shard
+        self._redis = client
+        self._api = api
+        self._leases = leases
+        self._settings = settings
+        self._stop = stop
+        self._claim = client.register_script(CLAIM.source)
+        self._ack = client.register_script(ACK.source)
+        self.counts = _Counts()
+
+    async def run(self) -> None:
+        """Consume the shard until ``stop`` is set; raises ``RelayFatalError``."""
+        redis_backoff = Backoff(self._settings.retry_initial, self._settings.retry_max)
+        while not self._stop.is_set():
+            if not self._leases.holds(self.shard):
+                await self._leases.wait_acquired(self.shard, self._settings.idle_wait)
+                continue
+            try:
+                redelivery, entries = await self._claim_batch()
+                if entries:
+                    await self._process(entries, redelivery)
+                else:
+                    await self._redis.blpop([self.keys.bell], timeout=self._settings.idle_wait)
+                redis_backoff.reset()
+            except _LeaseLost:
+                self._leases.lost(self.shard)
+            except redis.exceptions.RedisError as exc:
+                delay = redis_backoff.next_delay()
+                log.warning("redis error shard=%d error=%s retry_in=%.2fs", self.shard, exc, delay)
+                await self._sleep(delay)
+
+    async def _claim_batch(self) -> tuple[bool, list[bytes]]:
+        s = self._settings
+        try:
+            reply = await self._claim(
+                keys=[self.keys.queue, self.keys.inflight, self.keys.lease],
+                args=[self._leases.owner, s.max_batch, s.max_batch_bytes],
+            )
+        except redis.exceptions.ResponseError as exc:
+            if str(exc).startswith(LEASE_LOST):
+                raise _LeaseLost from None
+            raise
+        return bool(reply[0]), reply[1:]
+
+    async def _process(self, entries: list[bytes], redelivery: bool) -> None:
+        if redelivery:
+            log.info("redelivering in-flight shard=%d count=%d", self.shard, len(entries))
+        items = [self._prepare(raw) for raw in entries]
+        if not await self._deliver([i for i in items if i.command is not None]):
+            return
+        await self._acknowledge(items)
+
+    def _prepare(self, raw: bytes) -> _Item:
+        item = _Item(raw)
+        try:
+            envelope = decode_envelope(raw, raw_data=True)
+        except EnvelopeDecodeError as exc:
+            item.dead_letter = self._dead_letter(item, "invalid_envelope", str(exc))
+            return item
+        item.channel = envelope.channel
+        if envelope.ttl_ms is not None and _now_ms() - envelope.ts > envelope.ttl_ms:
+            item.expired = True
+            return item
+        item.command = publish_command(
+            envelope.channel, raw, envelope.effective_idempotency_key, envelope.tags
+        )
+        return item
+
+    async def _deliver(self, pending: Sequence[_Item]) -> bool:
+        """Send until every item is delivered or dead-lettered.
+
+        Returns False when it gave up without finishing (stop requested after the
+        first attempt, or the lease is no longer safely held); the items then stay
+        in the in-flight list for the next owner or the next start.
+        """
+        backoff = Backoff(self._settings.retry_initial, self._settings.retry_max)
+        window = len(pending)
+        first_attempt = True
+        while pending:
+            if not self._leases.holds(self.shard):
+                log.warning("lease too close to expiry, not sending shard=%d", self.shard)
+                return False
+            if self._stop.is_set() and not first_attempt:
+                return False
+            first_attempt = False
+            head = pending[:window]
+            result = await self._api.send_batch([item.command for item in head])  # type: ignore[misc]
+            if result.verdict is Verdict.RETRY:
+                await self._retry_later(backoff, result.reason, len(head))
+                continue
+            if result.verdict is Verdict.REFUSED:
+                if window > 1:
+                    log.warning(
+                        "batch refused, isolating shard=%d size=%d reason=%s",
+                        self.shard, window, result.reason,
+                    )
+                    window = 1
+                else:
+                    head[0].dead_letter = self._dead_letter(head[0], "refused", result.reason)
+                    pending = pending[1:]
+                continue
+            retry, retry_reason = [], ""
+            for item, reply in zip(head, result.replies, strict=True):
+                if reply.accepted:
+                    item.delivered = True
+                elif reply.temporary:
+                    retry.append(item)
+                    retry_reason = f"error {reply.code}: {reply.message}"
+                else:
+                    item.dead_letter = self._dead_letter(
+                        item, "rejected", reply.message, code=reply.code
+                    )
+            pending = [*retry, *pending[len(head):]]
+            window = len(pending) if window > 1 else 1
+            if retry:
+                await self._retry_later(backoff, retry_reason, len(retry))
+            else:
+                backoff.reset()
+        return True
+
+    async def _acknowledge(self, items: Sequence[_Item]) -> None:
+        letters = [encode_dead_letter(i.dead_letter) for i in items if i.dead_letter]
+        delivered = sum(i.delivered for i in items)
+        expired = sum(i.expired for i in items)
+        try:
+            await self._ack(
+                keys=[self.keys.inflight, self.keys.lease, self.keys.state, self.keys.dlq],
+                args=[self._leases.owner, len(items), delivered, expired, *letters],
+            )
+        except redis.exceptions.ResponseError as exc:
+            if str(exc).startswith(LEASE_LOST):
+                raise _LeaseLost from None
+            raise
+        self.counts.delivered += delivered
+        self.counts.expired += expired
+        self.counts.dead_lettered += len(letters)
+        if expired:
+            log.info("expired shard=%d count=%d", self.shard, expired)
+
+    def _dead_letter(
+        self, item: _Item, reason: str, error: str, code: int | None = None
+    ) -> DeadLetter:
+        log.warning(
+            "dead-lettered shard=%d reason=%s code=%s channel=%s error=%s",
+            self.shard, reason, code, item.channel, error,
+        )
+        return DeadLetter.for_payload(
+            item.raw,
+            shard=self.shard,
+            reason=reason,
+            error=error,
+            code=code,
+            channel=item.channel,
+            relay=self._leases.owner,
+        )
+
+    async def _retry_later(self, backoff: Backoff, reason: str, count: int) -> None:
+        delay = backoff.next_delay()
+        self.counts.retries += 1
+        log.warning(
+            "retrying shard=%d count=%d reason=%s retry_in=%.2fs",
+            self.shard, count, reason, delay,
+        )
+        await self._sleep(delay)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early when the relay is asked to stop."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            pass
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
