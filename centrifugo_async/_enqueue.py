@@ -26,7 +26,7 @@ from .exceptions import (
 from .keys import Keyspace, ShardKeys
 from .message import Message
 from .routing import shard_for
-from .scripts import ENQUEUE, TOPOLOGY_ERROR
+from .scripts import TOPOLOGY_ERROR
 
 _CHUNK = 1000
 _SEQ_PLACEHOLDER = 1
@@ -43,9 +43,10 @@ class ScriptCall:
     drafts: list[Envelope[Any]]
 
     @property
-    def redis_args(self) -> tuple[bytes | str, ...]:
+    def keys_and_args(self) -> tuple[bytes | str, ...]:
+        """``EVALSHA`` arguments after the sha and the key count (3)."""
         k = self.keys
-        return (ENQUEUE.sha, 3, k.state, k.queue, k.bell, *self.args)
+        return (k.state, k.queue, k.bell, *self.args)
 
 
 @attrs.frozen
@@ -67,9 +68,7 @@ class EnqueuePlan:
         ]
 
 
-def plan(
-    messages: Iterable[Message], keyspace: Keyspace, max_payload_bytes: int
-) -> EnqueuePlan:
+def plan(messages: Iterable[Message], keyspace: Keyspace, max_payload_bytes: int) -> EnqueuePlan:
     """Validate and encode every message, then group them by shard.
 
     Everything that can fail on bad input fails here, before any I/O.

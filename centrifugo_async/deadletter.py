@@ -23,7 +23,7 @@ class DeadLetter(msgspec.Struct, frozen=True, omit_defaults=True):
     ts: int
     """When it was dead-lettered, milliseconds since the epoch."""
     reason: str
-    """``invalid_envelope``, ``rejected`` (a Centrifugo error reply) or ``refused`` (HTTP 400/413)."""
+    """``invalid_envelope``, ``rejected`` (Centrifugo error reply), ``refused`` (HTTP 400/413)."""
     error: str
     code: int | None = None
     """Centrifugo error code or HTTP status, when there is one."""

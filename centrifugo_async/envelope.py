@@ -36,6 +36,7 @@ MAX_OBJECT_VERSION: Final = 2**53 - 1
 
 DataT = TypeVar("DataT")
 
+
 class Envelope(msgspec.Struct, Generic[DataT], frozen=True, omit_defaults=True):
     """One message for one object, as enqueued and as delivered.
 
@@ -87,7 +88,9 @@ def decode_envelope(payload: bytes | str, *, raw_data: bool = False) -> Envelope
     try:
         envelope = decoder.decode(payload)
     except msgspec.DecodeError as exc:
-        raise EnvelopeDecodeError(f"not a valid envelope: {_decode_problem(payload, exc)}") from None
+        raise EnvelopeDecodeError(
+            f"not a valid envelope: {_decode_problem(payload, exc)}"
+        ) from None
     problem = _validation_problem(envelope)
     if problem is not None:
         raise EnvelopeDecodeError(f"not a valid envelope: {problem}")

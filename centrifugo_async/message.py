@@ -49,9 +49,7 @@ class Message:
                 raise InvalidMessage(f"`tags` must be a mapping of str to str, got {self.tags!r}")
             for tag, value in self.tags.items():
                 if not isinstance(tag, str) or not isinstance(value, str):
-                    raise InvalidMessage(
-                        f"`tags` must map str to str, got {tag!r}: {value!r}"
-                    )
+                    raise InvalidMessage(f"`tags` must map str to str, got {tag!r}: {value!r}")
         if self.idempotency_key is not None:
             _non_empty_str("idempotency_key", self.idempotency_key)
         if self.ttl_ms is not None and (

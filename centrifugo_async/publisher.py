@@ -134,7 +134,7 @@ class Publisher(_PublisherBase):
         for _ in range(2):
             pipe = self._redis.pipeline(transaction=False)
             for call in batch.calls:
-                pipe.evalsha(*call.redis_args)
+                pipe.evalsha(ENQUEUE.sha, 3, *call.keys_and_args)
             try:
                 replies = pipe.execute(raise_on_error=False)
             except redis.exceptions.RedisError as exc:
@@ -229,7 +229,7 @@ class AsyncPublisher(_PublisherBase):
         for _ in range(2):
             pipe = self._redis.pipeline(transaction=False)
             for call in batch.calls:
-                pipe.evalsha(*call.redis_args)
+                pipe.evalsha(ENQUEUE.sha, 3, *call.keys_and_args)
             try:
                 replies = await pipe.execute(raise_on_error=False)
             except redis.exceptions.RedisError as exc:

@@ -142,9 +142,7 @@ def classify_response(status: int, body: bytes, expected: int) -> BatchResult:
         return BatchResult(Verdict.REPLIES, (status_for_all,) * expected)
     replies = reply.replies or []
     if len(replies) != expected:
-        return BatchResult(
-            Verdict.RETRY, reason=f"{len(replies)} replies for {expected} commands"
-        )
+        return BatchResult(Verdict.RETRY, reason=f"{len(replies)} replies for {expected} commands")
     return BatchResult(
         Verdict.REPLIES,
         tuple(

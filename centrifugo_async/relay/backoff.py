@@ -1,12 +1,14 @@
-"""Capped exponential backoff with jitter."""
+"""Waiting: capped exponential backoff with jitter, and sleeps a stop event can cut short."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 
 import attrs
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "wait_for_event"]
 
 
 @attrs.define
@@ -27,3 +29,10 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+async def wait_for_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set or ``seconds`` pass; True if it was set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+    return event.is_set()

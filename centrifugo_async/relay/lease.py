@@ -19,6 +19,7 @@ import redis.exceptions
 
 from ..keys import Keyspace
 from ..scripts import LEASE_ACQUIRE, LEASE_RELEASE
+from .backoff import wait_for_event
 
 __all__ = ["LeaseKeeper"]
 
@@ -52,11 +53,8 @@ class LeaseKeeper:
         self._valid_until[shard] = 0.0
         self._acquired[shard].clear()
 
-    async def wait_acquired(self, shard: int, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._acquired[shard].wait(), timeout)
-        except TimeoutError:
-            pass
+    async def wait_acquired(self, shard: int, seconds: float) -> None:
+        await wait_for_event(self._acquired[shard], seconds)
 
     async def tick(self) -> None:
         """Renew held leases and try to take free ones, in one round trip."""
@@ -81,10 +79,7 @@ class LeaseKeeper:
                 await self.tick()
             except redis.exceptions.RedisError as exc:
                 log.warning("lease renewal failed relay=%s error=%s", self.owner, exc)
-            try:
-                await asyncio.wait_for(stop.wait(), self.ttl / 3)
-            except TimeoutError:
-                pass
+            await wait_for_event(stop, self.ttl / 3)
 
     async def release_all(self) -> None:
         """Hand our leases back so a standby relay can take over at once."""

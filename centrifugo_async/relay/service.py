@@ -125,7 +125,10 @@ async def _run(
     ]
     log.info(
         "relay started relay=%s shards=%d prefix=%s api=%s",
-        settings.relay_id, keyspace.shards, keyspace.prefix, settings.api_url,
+        settings.relay_id,
+        keyspace.shards,
+        keyspace.prefix,
+        settings.api_url,
     )
     keeper = asyncio.create_task(leases.run(stop), name="lease-keeper")
     tasks = [asyncio.create_task(w.run(), name=f"shard-{w.shard}") for w in workers]

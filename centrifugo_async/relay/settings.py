@@ -33,9 +33,13 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
 
 
 def _url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    schemes = ("redis://", "rediss://", "unix://") if attribute.name == "redis_url" else (
-        "http://",
-        "https://",
+    schemes = (
+        ("redis://", "rediss://", "unix://")
+        if attribute.name == "redis_url"
+        else (
+            "http://",
+            "https://",
+        )
     )
     if not value.startswith(schemes):
         raise ValueError(f"{attribute.name} must start with one of {schemes}, got {value!r}")

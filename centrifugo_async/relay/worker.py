@@ -33,7 +33,7 @@ from ..exceptions import EnvelopeDecodeError
 from ..keys import ShardKeys
 from ..scripts import ACK, CLAIM, LEASE_LOST
 from .api import CentrifugoAPI, Verdict, publish_command
-from .backoff import Backoff
+from .backoff import Backoff, wait_for_event
 from .lease import LeaseKeeper
 from .settings import RelaySettings
 
@@ -171,7 +171,9 @@ class ShardWorker:
                 if window > 1:
                     log.warning(
                         "batch refused, isolating shard=%d size=%d reason=%s",
-                        self.shard, window, result.reason,
+                        self.shard,
+                        window,
+                        result.reason,
                     )
                     window = 1
                 else:
@@ -189,7 +191,7 @@ class ShardWorker:
                     item.dead_letter = self._dead_letter(
                         item, "rejected", reply.message, code=reply.code
                     )
-            pending = [*retry, *pending[len(head):]]
+            pending = [*retry, *pending[len(head) :]]
             window = len(pending) if window > 1 else 1
             if retry:
                 await self._retry_later(backoff, retry_reason, len(retry))
@@ -221,7 +223,11 @@ class ShardWorker:
     ) -> DeadLetter:
         log.warning(
             "dead-lettered shard=%d reason=%s code=%s channel=%s error=%s",
-            self.shard, reason, code, item.channel, error,
+            self.shard,
+            reason,
+            code,
+            item.channel,
+            error,
         )
         return DeadLetter.for_payload(
             item.raw,
@@ -238,16 +244,16 @@ class ShardWorker:
         self.counts.retries += 1
         log.warning(
             "retrying shard=%d count=%d reason=%s retry_in=%.2fs",
-            self.shard, count, reason, delay,
+            self.shard,
+            count,
+            reason,
+            delay,
         )
         await self._sleep(delay)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when the relay is asked to stop."""
-        try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except TimeoutError:
-            pass
+        await wait_for_event(self._stop, seconds)
 
 
 def _now_ms() -> int:

@@ -1,0 +1,220 @@
+"""Operator views and actions: shard statistics and the dead-letter lists.
+
+Used by the CLI; plain functions over a synchronous Redis client so they are easy
+to call from a shell session or a script too.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import redis
+
+from .deadletter import DeadLetter, decode_dead_letter
+from .envelope import decode_envelope
+from .exceptions import EnvelopeDecodeError, TopologyMismatch
+from .keys import Keyspace
+from .publisher import Publisher
+
+__all__ = [
+    "DeadLetterEntry",
+    "ReplayReport",
+    "ShardStats",
+    "collect_stats",
+    "iter_dead_letters",
+    "purge_dead_letters",
+    "recorded_keyspace",
+    "replay_dead_letters",
+]
+
+
+def recorded_keyspace(client: redis.Redis, prefix: str) -> Keyspace:
+    """The keyspace recorded in Redis for ``prefix``; fails if nothing was recorded."""
+    shards = client.hget(Keyspace(prefix=prefix, shards=1).meta, "shards")
+    if shards is None:
+        raise TopologyMismatch(
+            f"nothing is recorded for prefix {prefix!r} in this Redis: no publisher or "
+            "relay has used it yet (check --redis-url and --prefix)"
+        )
+    return Keyspace(prefix=prefix, shards=int(shards))
+
+
+@attrs.frozen
+class ShardStats:
+    shard: int
+    queued: int
+    in_flight: int
+    oldest_age_ms: int | None
+    """Age of the oldest waiting message (in-flight first), by its ``ts``."""
+    dead_letters: int
+    seq: int
+    delivered: int
+    expired: int
+    dead_lettered: int
+    lease_owner: str | None
+    lease_ttl_ms: int | None
+
+
+def collect_stats(client: redis.Redis, keyspace: Keyspace) -> list[ShardStats]:
+    """One consistent-enough snapshot of every shard, in one pipeline."""
+    pipe = client.pipeline(transaction=False)
+    for keys in keyspace.all_shards():
+        pipe.llen(keys.queue)
+        pipe.llen(keys.inflight)
+        pipe.lindex(keys.inflight, 0)
+        pipe.lindex(keys.queue, 0)
+        pipe.llen(keys.dlq)
+        pipe.hgetall(keys.state)
+        pipe.get(keys.lease)
+        pipe.pttl(keys.lease)
+    replies = pipe.execute()
+    now_ms = time.time_ns() // 1_000_000
+    stats = []
+    for shard in range(keyspace.shards):
+        queued, in_flight, head_inflight, head_queue, dlq, state, owner, ttl = replies[
+            shard * 8 : shard * 8 + 8
+        ]
+        oldest = _age_ms(head_inflight or head_queue, now_ms)
+        counters = {k.decode(): int(v) for k, v in state.items()}
+        stats.append(
+            ShardStats(
+                shard=shard,
+                queued=queued,
+                in_flight=in_flight,
+                oldest_age_ms=oldest,
+                dead_letters=dlq,
+                seq=counters.get("seq", 0),
+                delivered=counters.get("delivered", 0),
+                expired=counters.get("expired", 0),
+                dead_lettered=counters.get("dead_lettered", 0),
+                lease_owner=owner.decode() if owner else None,
+                lease_ttl_ms=ttl if owner and ttl >= 0 else None,
+            )
+        )
+    return stats
+
+
+def _age_ms(raw: bytes | None, now_ms: int) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return max(0, now_ms - decode_envelope(raw, raw_data=True).ts)
+    except EnvelopeDecodeError:
+        return None
+
+
+@attrs.frozen
+class DeadLetterEntry:
+    shard: int
+    raw: bytes
+    letter: DeadLetter | None
+    """None when the list entry itself is not a dead-letter record."""
+
+
+def iter_dead_letters(
+    client: redis.Redis, keyspace: Keyspace, *, page: int = 500
+) -> Iterator[DeadLetterEntry]:
+    """Every dead letter, shard by shard, oldest first, read in pages."""
+    for keys in keyspace.all_shards():
+        start = 0
+        while True:
+            chunk: list[bytes] = client.lrange(keys.dlq, start, start + page - 1)  # type: ignore[assignment]
+            for raw in chunk:
+                try:
+                    letter: DeadLetter | None = decode_dead_letter(raw)
+                except EnvelopeDecodeError:
+                    letter = None
+                yield DeadLetterEntry(keys.shard, raw, letter)
+            if len(chunk) < page:
+                break
+            start += page
+
+
+def matches(entry: DeadLetterEntry, channel: str | None, error: str | None) -> bool:
+    """``channel`` is a glob (``orders:*``); ``error`` a case-insensitive substring."""
+    letter = entry.letter
+    if letter is None:
+        return channel is None and error is None
+    if channel is not None and not fnmatch.fnmatchcase(letter.channel or "", channel):
+        return False
+    if error is not None:
+        haystack = f"{letter.reason} {letter.code} {letter.error}".lower()
+        return error.lower() in haystack
+    return True
+
+
+@attrs.define
+class ReplayReport:
+    matched: int = 0
+    replayed: int = 0
+    skipped: list[str] = attrs.Factory(list)
+
+
+def replay_dead_letters(
+    client: redis.Redis,
+    keyspace: Keyspace,
+    *,
+    channel: str | None = None,
+    error: str | None = None,
+    dry_run: bool = False,
+    progress: Callable[[ReplayReport], Any] | None = None,
+) -> ReplayReport:
+    """Publish matching dead letters again, then remove them from the dead-letter list.
+
+    A replayed envelope is enqueued anew (a fresh ``seq`` and ``ts``) with its
+    original channel, key, version, data and options. Subscribers' version gates
+    drop it if a newer version was delivered meanwhile. Entries that are not
+    valid envelopes cannot be replayed and stay where they are.
+    """
+    report = ReplayReport()
+    publisher = Publisher(client, shards=keyspace.shards, prefix=keyspace.prefix)
+    entries = [e for e in iter_dead_letters(client, keyspace) if matches(e, channel, error)]
+    for entry in entries:
+        report.matched += 1
+        try:
+            if entry.letter is None:
+                raise EnvelopeDecodeError("the list entry is not a dead-letter record")
+            env = decode_envelope(entry.letter.original)
+        except EnvelopeDecodeError as exc:
+            report.skipped.append(f"shard {entry.shard}: cannot replay: {exc}")
+            continue
+        if not dry_run:
+            publisher.publish(
+                env.channel,
+                env.data,
+                key=env.key,
+                version=env.version,
+                tags=env.tags,
+                idempotency_key=env.idempotency_key,
+                ttl_ms=env.ttl_ms,
+            )
+            client.lrem(keyspace.shard(entry.shard).dlq, 1, entry.raw)  # type: ignore[arg-type]
+        report.replayed += 1
+        if progress is not None:
+            progress(report)
+    return report
+
+
+def purge_dead_letters(
+    client: redis.Redis,
+    keyspace: Keyspace,
+    *,
+    channel: str | None = None,
+    error: str | None = None,
+) -> int:
+    """Delete matching dead letters (all of them without filters); returns the count."""
+    if channel is None and error is None:
+        pipe = client.pipeline(transaction=False)
+        for keys in keyspace.all_shards():
+            pipe.llen(keys.dlq)
+            pipe.delete(keys.dlq)
+        return sum(pipe.execute()[0::2])
+    removed = 0
+    for entry in list(iter_dead_letters(client, keyspace)):
+        if matches(entry, channel, error):
+            removed += client.lrem(keyspace.shard(entry.shard).dlq, 1, entry.raw)  # type: ignore[arg-type]
+    return removed

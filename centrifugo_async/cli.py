@@ -1,0 +1,365 @@
+"""``centrifugo-async``: the relay service and the operator's tools.
+
+Each command is a thin shell: it parses flags, calls the library and turns the
+library's typed errors into one clear line and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import click
+import redis
+import redis.exceptions
+
+from . import admin
+from .exceptions import CentrifugoAsyncError, RelayFatalError
+from .keys import DEFAULT_PREFIX, Keyspace
+from .publisher import Publisher
+from .relay.service import serve
+from .relay.settings import RelaySettings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_ERROR = 1
+EXIT_FATAL = 2
+
+
+def _friendly_errors(func: F) -> F:
+    """Report library and Redis errors as one line, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RelayFatalError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_FATAL)
+        except (CentrifugoAsyncError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except redis.exceptions.RedisError as exc:
+            raise click.ClickException(f"Redis is unavailable: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+redis_url_option = click.option(
+    "--redis-url",
+    envvar="CENTRIFUGO_ASYNC_REDIS_URL",
+    default="redis://127.0.0.1:6379/0",
+    show_default=True,
+    help="Redis holding the queues [env: CENTRIFUGO_ASYNC_REDIS_URL].",
+)
+prefix_option = click.option(
+    "--prefix",
+    envvar="CENTRIFUGO_ASYNC_PREFIX",
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    help="Key prefix of the queues [env: CENTRIFUGO_ASYNC_PREFIX].",
+)
+
+
+@click.group()
+@click.version_option(package_name="centrifugo-async")
+def main() -> None:
+    """Ordered, versioned asynchronous publishing to Centrifugo."""
+
+
+@main.command()
+@redis_url_option
+@click.option(
+    "--api-url",
+    envvar="CENTRIFUGO_API_URL",
+    default="http://127.0.0.1:8000/api",
+    show_default=True,
+    help="Centrifugo server API prefix [env: CENTRIFUGO_API_URL].",
+)
+@click.option(
+    "--api-key",
+    envvar="CENTRIFUGO_API_KEY",
+    help="Centrifugo http_api.key [env: CENTRIFUGO_API_KEY].",
+)
+@prefix_option
+@click.option(
+    "--shards", type=click.IntRange(1, 4096), help="Expected shard count (default: as recorded)."
+)
+@click.option("--max-batch", type=click.IntRange(1, 4000), default=500, show_default=True)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0.5),
+    default=10.0,
+    show_default=True,
+    help="Seconds a shard lease lasts without renewal.",
+)
+@click.option("--request-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@_friendly_errors
+def relay(
+    redis_url: str,
+    api_url: str,
+    api_key: str | None,
+    prefix: str,
+    shards: int | None,
+    max_batch: int,
+    lease_ttl: float,
+    request_timeout: float,
+    log_level: str,
+) -> None:
+    """Move queued envelopes into Centrifugo, in order per key, until SIGTERM/SIGINT."""
+    _configure_logging(log_level)
+    settings = RelaySettings(
+        redis_url=redis_url,
+        api_url=api_url,
+        api_key=api_key or "",
+        prefix=prefix,
+        shards=shards,
+        max_batch=max_batch,
+        lease_ttl=lease_ttl,
+        request_timeout=request_timeout,
+    )
+    asyncio.run(_serve_until_signalled(settings))
+
+
+async def _serve_until_signalled(settings: RelaySettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop=stop)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def _keyspace(client: redis.Redis, prefix: str) -> Keyspace:
+    return admin.recorded_keyspace(client, prefix)
+
+
+@main.command()
+@click.argument("channel")
+@click.argument("data")
+@click.option("--key", required=True, help="Object key (routes the message to its shard).")
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    type=click.IntRange(0, 2**53 - 1),
+    help="Object version, e.g. the row version in your database.",
+)
+@click.option(
+    "--tag", "tags", multiple=True, metavar="NAME=VALUE", help="Centrifugo tag (repeatable)."
+)
+@click.option("--ttl-ms", type=click.IntRange(min=1), help="Drop instead of delivering when older.")
+@click.option("--idempotency-key")
+@click.option(
+    "--shards", type=click.IntRange(1, 4096), help="Shard count (default: as recorded, else 16)."
+)
+@redis_url_option
+@prefix_option
+@_friendly_errors
+def publish(
+    channel: str,
+    data: str,
+    key: str,
+    version: int,
+    tags: tuple[str, ...],
+    ttl_ms: int | None,
+    idempotency_key: str | None,
+    shards: int | None,
+    redis_url: str,
+    prefix: str,
+) -> None:
+    """Enqueue one message. DATA is JSON, e.g. '{"status": "paid"}'."""
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="DATA") from None
+    tag_map = {}
+    for tag in tags:
+        name, sep, value = tag.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got {tag!r}", param_hint="--tag")
+        tag_map[name] = value
+    client = redis.Redis.from_url(redis_url)
+    if shards is None:
+        recorded = client.hget(Keyspace(prefix=prefix, shards=1).meta, "shards")
+        shards = int(recorded) if recorded else 16
+    with Publisher(client, shards=shards, prefix=prefix, owns_client=True) as publisher:
+        envelope = publisher.publish(
+            channel,
+            payload,
+            key=key,
+            version=version,
+            tags=tag_map or None,
+            idempotency_key=idempotency_key,
+            ttl_ms=ttl_ms,
+        )
+    click.echo(
+        f"enqueued channel={channel} key={key} version={version} "
+        f"shard={envelope.shard} seq={envelope.seq}"
+    )
+
+
+@main.command()
+@redis_url_option
+@prefix_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_friendly_errors
+def stats(redis_url: str, prefix: str, as_json: bool) -> None:
+    """Per shard: queue depth, in-flight, oldest message age, dead letters, lease."""
+    client = redis.Redis.from_url(redis_url)
+    rows = admin.collect_stats(client, _keyspace(client, prefix))
+    if as_json:
+        click.echo(json.dumps([attrs.asdict(r) for r in rows], indent=2))
+        return
+    header = (
+        f"{'shard':>5} {'queued':>8} {'inflight':>8} {'oldest':>9} {'dlq':>6} "
+        f"{'delivered':>10} {'expired':>8} {'seq':>10}  lease"
+    )
+    click.echo(header)
+    for r in rows:
+        age = "-" if r.oldest_age_ms is None else _duration(r.oldest_age_ms)
+        lease = f"{r.lease_owner} ({_duration(r.lease_ttl_ms or 0)} left)" if r.lease_owner else "-"
+        click.echo(
+            f"{r.shard:>5} {r.queued:>8} {r.in_flight:>8} {age:>9} {r.dead_letters:>6} "
+            f"{r.delivered:>10} {r.expired:>8} {r.seq:>10}  {lease}"
+        )
+    click.echo(
+        f"total queued={sum(r.queued for r in rows)} "
+        f"in_flight={sum(r.in_flight for r in rows)} "
+        f"dead_letters={sum(r.dead_letters for r in rows)}"
+    )
+
+
+def _duration(ms: int) -> str:
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f}s"
+    return f"{ms / 60_000:.1f}m"
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect, replay or purge dead letters."""
+
+
+filter_options = [
+    click.option(
+        "--channel", help="Only letters whose channel matches this glob, e.g. 'orders:*'."
+    ),
+    click.option("--error", help="Only letters whose reason, code or error contains this text."),
+]
+
+
+def _with_filters(func: F) -> F:
+    for option in reversed(filter_options):
+        func = option(func)
+    return func
+
+
+@dlq.command("list")
+@redis_url_option
+@prefix_option
+@_with_filters
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+@_friendly_errors
+def dlq_list(
+    redis_url: str, prefix: str, channel: str | None, error: str | None, limit: int, as_json: bool
+) -> None:
+    """Show dead letters, oldest first."""
+    client = redis.Redis.from_url(redis_url)
+    shown = 0
+    for entry in admin.iter_dead_letters(client, _keyspace(client, prefix)):
+        if shown >= limit:
+            click.echo("... (more; raise --limit)", err=True)
+            break
+        if not admin.matches(entry, channel, error):
+            continue
+        shown += 1
+        if as_json:
+            click.echo(entry.raw.decode("utf-8", "replace"))
+        elif entry.letter is None:
+            click.echo(f"shard={entry.shard} unreadable record: {entry.raw[:120]!r}")
+        else:
+            letter = entry.letter
+            click.echo(
+                f"shard={letter.shard} reason={letter.reason} code={letter.code} "
+                f"channel={letter.channel} error={letter.error!r}"
+            )
+            click.echo(f"    payload={(letter.payload or letter.payload_b64 or '')[:200]}")
+    if shown == 0:
+        click.echo("no dead letters")
+
+
+@dlq.command("replay")
+@redis_url_option
+@prefix_option
+@_with_filters
+@click.option("--dry-run", is_flag=True, help="Count what would be replayed, change nothing.")
+@_friendly_errors
+def dlq_replay(
+    redis_url: str, prefix: str, channel: str | None, error: str | None, dry_run: bool
+) -> None:
+    """Enqueue dead letters again (fresh seq) and remove them from the dead-letter lists."""
+    client = redis.Redis.from_url(redis_url)
+
+    def progress(report: admin.ReplayReport) -> None:
+        if report.replayed % 1000 == 0:
+            click.echo(f"... {report.replayed} replayed", err=True)
+
+    report = admin.replay_dead_letters(
+        client,
+        _keyspace(client, prefix),
+        channel=channel,
+        error=error,
+        dry_run=dry_run,
+        progress=progress,
+    )
+    for line in report.skipped:
+        click.echo(line, err=True)
+    verb = "would replay" if dry_run else "replayed"
+    click.echo(
+        f"{verb} {report.replayed} of {report.matched} matching dead letters"
+        f" ({len(report.skipped)} not replayable)"
+    )
+
+
+@dlq.command("purge")
+@redis_url_option
+@prefix_option
+@_with_filters
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_friendly_errors
+def dlq_purge(
+    redis_url: str, prefix: str, channel: str | None, error: str | None, yes: bool
+) -> None:
+    """Delete dead letters (all, or those matching the filters)."""
+    if not yes:
+        click.confirm("Delete the matching dead letters for good?", abort=True)
+    client = redis.Redis.from_url(redis_url)
+    removed = admin.purge_dead_letters(
+        client, _keyspace(client, prefix), channel=channel, error=error
+    )
+    click.echo(f"purged {removed} dead letters")

@@ -1,0 +1,23 @@
+"""Local Redis and Centrifugo processes for tests, the demo and benchmarks.
+
+Not part of the published package: it starts real servers on loopback, each in a
+temporary directory, on free ports unless told otherwise.
+"""
+
+from .services import (
+    DEV_API_KEY,
+    CentrifugoServer,
+    RedisServer,
+    RelayProcess,
+    find_centrifugo,
+    free_port,
+)
+
+__all__ = [
+    "DEV_API_KEY",
+    "CentrifugoServer",
+    "RedisServer",
+    "RelayProcess",
+    "find_centrifugo",
+    "free_port",
+]

@@ -1,0 +1,268 @@
+"""Start, stop and restart real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+DEV_API_KEY = "dev-api-key"
+DEV_HMAC_SECRET = "dev-hmac-secret"
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def find_centrifugo() -> str:
+    """The Centrifugo binary: $CENTRIFUGO_BIN, then PATH, then Go's bin directory."""
+    candidates = [
+        os.environ.get("CENTRIFUGO_BIN"),
+        shutil.which("centrifugo"),
+        str(Path(os.environ.get("GOPATH", Path.home() / "go")) / "bin" / "centrifugo"),
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    raise FileNotFoundError(
+        "centrifugo binary not found: run scripts/setup (or set CENTRIFUGO_BIN)"
+    )
+
+
+def _wait_for(check: Any, what: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} while starting")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not become ready within {timeout}s")
+
+
+class _Server:
+    """A subprocess that can be stopped and started again on the same port."""
+
+    name = "server"
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"ca-{self.name}-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
+            )
+        _wait_for(self.ready, f"{self.name} on port {self.port}", 30.0, self.process)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class RedisServer(_Server):
+    """Debian's redis-server, no persistence, bound to loopback."""
+
+    name = "redis"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def command(self) -> list[str]:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server not found: run scripts/setup")
+        return [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            LOOPBACK,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--protected-mode",
+            "yes",
+        ]
+
+    def ready(self) -> bool:
+        with socket.create_connection((LOOPBACK, self.port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+
+def centrifugo_config(port: int, api_key: str = DEV_API_KEY) -> dict[str, Any]:
+    """A v6 config for local use: loopback only, anonymous subscribers allowed.
+
+    Namespace ``obj`` keeps history (so recovery and ``version`` work); channels
+    without a namespace are allowed too. Any other namespace is unknown (code 102).
+    """
+    namespace = {
+        "history_size": 1000,
+        "history_ttl": "300s",
+        "force_recovery": True,
+        "allow_subscribe_for_client": True,
+        "allow_subscribe_for_anonymous": True,
+        "allow_history_for_subscriber": True,
+    }
+    return {
+        "http_server": {"address": LOOPBACK, "port": port},
+        "http_api": {"key": api_key},
+        "log": {"level": "info"},
+        "client": {
+            "token": {"hmac_secret_key": DEV_HMAC_SECRET},
+            "allow_anonymous_connect_without_token": True,
+            "allowed_origins": ["http://localhost:*", "http://127.0.0.1:*"],
+        },
+        "channel": {
+            "without_namespace": {
+                "allow_subscribe_for_client": True,
+                "allow_subscribe_for_anonymous": True,
+            },
+            "namespaces": [{"name": "obj", **namespace}],
+        },
+        "health": {"enabled": True},
+        "prometheus": {"enabled": True},
+    }
+
+
+class CentrifugoServer(_Server):
+    """A real Centrifugo v6 on loopback with the config from ``centrifugo_config``."""
+
+    name = "centrifugo"
+
+    def __init__(self, port: int | None = None, api_key: str = DEV_API_KEY) -> None:
+        super().__init__(port)
+        self.api_key = api_key
+        self.config_path = self.workdir / "config.json"
+        self.config_path.write_text(json.dumps(centrifugo_config(self.port, api_key), indent=2))
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}/api"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{LOOPBACK}:{self.port}/connection/websocket"
+
+    def command(self) -> list[str]:
+        return [find_centrifugo(), "-c", str(self.config_path)]
+
+    def ready(self) -> bool:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{self.port}/health", timeout=0.5) as r:
+            return bool(r.status == 200)
+
+
+class RelayProcess:
+    """``centrifugo-async relay`` as a child process, for crash and signal tests."""
+
+    def __init__(self, redis_url: str, api_url: str, api_key: str, *extra: str) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "centrifugo_async",
+            "relay",
+            "--redis-url",
+            redis_url,
+            "--api-url",
+            api_url,
+            *extra,
+        ]
+        self.env = {**os.environ, "CENTRIFUGO_API_KEY": api_key}
+        self.workdir = Path(tempfile.mkdtemp(prefix="ca-relay-"))
+        self.log_path = self.workdir / "relay.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, wait for a clean exit, SIGKILL if it does not come."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
