@@ -16,11 +16,11 @@ import redis.asyncio
 import redis.exceptions
 
 from .._enqueue import check_recorded_shards
-from ..exceptions import QueueUnavailable, RelayFatalError
+from ..exceptions import QueueUnavailable, RelayFatalError, TopologyMismatch
 from ..keys import Keyspace
 from ..scripts import RECORD_TOPOLOGY
 from .api import CentrifugoAPI, Verdict
-from .backoff import Backoff
+from .backoff import Backoff, wait_for_event
 from .lease import LeaseKeeper
 from .settings import RelaySettings
 from .worker import ShardWorker
@@ -29,7 +29,6 @@ __all__ = ["serve"]
 
 log = logging.getLogger("centrifugo_async.relay")
 
-DEFAULT_SHARDS = 16
 STARTUP_TIMEOUT = 30.0
 
 
@@ -42,7 +41,7 @@ async def serve(
 ) -> None:
     """Run the relay until ``stop`` is set.
 
-    Waits up to ``startup_timeout`` for Redis and Centrifugo, then runs one worker
+    Waits up to ``startup_timeout`` for Centrifugo and Redis, then runs one worker
     per shard and the lease keeper. On ``stop`` every worker finishes the batch it
     has in flight, leases are released and the function returns. Raises
     ``RelayFatalError`` (bad API key or URL, shard count mismatch) and
@@ -58,41 +57,60 @@ async def serve(
     )
     try:
         deadline = time.monotonic() + startup_timeout
-        keyspace = await _resolve_keyspace(client, settings, deadline)
         await _check_centrifugo(api, settings, deadline, stop)
-        await _run(client, api, keyspace, settings, stop)
+        keyspace = await _resolve_keyspace(client, settings, deadline, stop)
+        if keyspace is not None:
+            await _run(client, api, keyspace, settings, stop)
     finally:
         await api.aclose()
         await client.aclose()
 
 
 async def _resolve_keyspace(
-    client: redis.asyncio.Redis, settings: RelaySettings, deadline: float
-) -> Keyspace:
-    """Adopt or check the shard count recorded for the prefix."""
+    client: redis.asyncio.Redis, settings: RelaySettings, deadline: float, stop: asyncio.Event
+) -> Keyspace | None:
+    """The keyspace to consume: the recorded shard count, checked against ``--shards``.
+
+    With no count recorded yet, an explicit ``--shards`` is recorded; without one
+    the relay waits for the first publisher to record its count, so publishers
+    stay the source of truth. Returns None if stopped while waiting.
+    """
     meta = Keyspace(prefix=settings.prefix, shards=1).meta
     backoff = Backoff(0.1, 2.0)
-    while True:
+    next_notice = 0.0
+    while not stop.is_set():
         try:
             recorded = await client.hget(meta, "shards")
-            shards = settings.shards or (int(recorded) if recorded else DEFAULT_SHARDS)
-            keyspace = Keyspace(prefix=settings.prefix, shards=shards)
-            recorded = await client.eval(
-                RECORD_TOPOLOGY.source, 1, meta, shards, time.time_ns() // 1_000_000
-            )
+            if recorded is None and settings.shards is not None:
+                now_ms = time.time_ns() // 1_000_000
+                recorded = await client.eval(
+                    RECORD_TOPOLOGY.source, 1, meta, settings.shards, now_ms
+                )
         except redis.exceptions.RedisError as exc:
             if time.monotonic() > deadline:
                 raise QueueUnavailable(
                     f"cannot reach Redis at {_redact(settings.redis_url)}: {exc}"
                 ) from None
             log.warning("waiting for Redis error=%s", exc)
-            await asyncio.sleep(backoff.next_delay())
+            await wait_for_event(stop, backoff.next_delay())
             continue
-        try:
-            check_recorded_shards(recorded, keyspace)
-        except Exception as exc:
-            raise RelayFatalError(str(exc)) from None
+        if recorded is None:
+            if time.monotonic() >= next_notice:
+                log.info(
+                    "waiting for a publisher to record the shard count of prefix=%s "
+                    "(or pass --shards)", settings.prefix,
+                )
+                next_notice = time.monotonic() + 30
+            await wait_for_event(stop, settings.idle_wait)
+            continue
+        keyspace = Keyspace(prefix=settings.prefix, shards=int(recorded))
+        if settings.shards is not None:
+            try:
+                check_recorded_shards(recorded, Keyspace(settings.prefix, settings.shards))
+            except TopologyMismatch as exc:
+                raise RelayFatalError(str(exc)) from None
         return keyspace
+    return None
 
 
 async def _check_centrifugo(
@@ -109,7 +127,7 @@ async def _check_centrifugo(
                 f"Centrifugo API at {settings.api_url} is not answering: {result.reason}"
             )
         log.warning("waiting for Centrifugo url=%s reason=%s", settings.api_url, result.reason)
-        await asyncio.sleep(backoff.next_delay())
+        await wait_for_event(stop, backoff.next_delay())
 
 
 async def _run(

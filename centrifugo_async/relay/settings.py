@@ -54,8 +54,9 @@ def _shards(_: object, __: attrs.Attribute[int | None], value: int | None) -> No
 class RelaySettings:
     """Relay configuration. Durations are in seconds.
 
-    ``shards=None`` adopts the count recorded in Redis by the publishers (16 when
-    nothing is recorded yet); an explicit count must match the recorded one.
+    ``shards=None`` adopts the count recorded in Redis by the publishers (waiting
+    for the first one if nothing is recorded yet); an explicit count must match
+    the recorded one, or is recorded when there is none.
     """
 
     redis_url: str = attrs.field(default="redis://127.0.0.1:6379/0", validator=_url)

@@ -1,0 +1,60 @@
+"""Shared fixtures: a real Redis and a real Centrifugo on loopback for the session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+
+from centrifugo_async.relay import RelaySettings, serve
+from devstack import DEV_API_KEY, CentrifugoServer, RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def centrifugo() -> Iterator[CentrifugoServer]:
+    with CentrifugoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A Redis URL whose database was emptied for this test."""
+    redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def relay_settings(redis_url: str, centrifugo: CentrifugoServer) -> RelaySettings:
+    """Settings for an in-process relay, with short timers so tests stay quick."""
+    centrifugo.start()
+    return RelaySettings(
+        redis_url=redis_url,
+        api_url=centrifugo.api_url,
+        api_key=DEV_API_KEY,
+        lease_ttl=3.0,
+        idle_wait=0.2,
+        retry_initial=0.05,
+        retry_max=0.5,
+        request_timeout=2.0,
+    )
+
+
+@pytest.fixture
+async def running_relay(relay_settings: RelaySettings) -> AsyncIterator[RelaySettings]:
+    """An in-process relay (``serve()``) for the duration of the test."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(relay_settings, stop=stop))
+    yield relay_settings
+    stop.set()
+    await asyncio.wait_for(task, 30)

@@ -1,0 +1,128 @@
+"""Classification of Centrifugo's answers (httpx.MockTransport stands in for the server)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from centrifugo_async import CentrifugoAuthError, RelayFatalError
+from centrifugo_async.relay.api import (
+    CentrifugoAPI,
+    ReplyStatus,
+    Verdict,
+    batch_body,
+    publish_command,
+)
+
+COMMANDS = [
+    publish_command("obj:1", b'{"v":1,"x":"\xc3\xa9"}', "idem-1", None),
+    publish_command("obj:2", b'{"v":1}', "idem-2", {"kind": "update"}),
+]
+
+
+def api_answering(
+    status: int, body: bytes | str, seen: list[httpx.Request] | None = None
+) -> CentrifugoAPI:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
+        content = body.encode() if isinstance(body, str) else body
+        return httpx.Response(status, content=content)
+
+    return CentrifugoAPI(
+        "http://centrifugo.test/api", "secret", transport=httpx.MockTransport(handler)
+    )
+
+
+async def test_batch_request_is_ordered_and_passes_envelopes_through() -> None:
+    seen: list[httpx.Request] = []
+    api = api_answering(200, '{"replies":[{"publish":{}},{"publish":{}}]}', seen)
+    result = await api.send_batch(COMMANDS)
+    assert result.verdict is Verdict.REPLIES
+    assert all(r.accepted for r in result.replies)
+    (request,) = seen
+    assert request.url.path == "/api/batch"
+    assert request.headers["X-API-Key"] == "secret"
+    body = json.loads(request.content)
+    assert body["parallel"] is False
+    assert body["commands"][0]["publish"] == {
+        "channel": "obj:1",
+        "data": {"v": 1, "x": "é"},
+        "idempotency_key": "idem-1",
+    }
+    assert body["commands"][1]["publish"]["tags"] == {"kind": "update"}
+
+
+async def test_every_reply_is_checked() -> None:
+    body = '{"replies":[{"publish":{}},{"error":{"code":102,"message":"unknown channel"}}]}'
+    result = await api_answering(200, body).send_batch(COMMANDS)
+    assert result.replies == (ReplyStatus(), ReplyStatus(102, "unknown channel"))
+    assert not result.replies[1].accepted and not result.replies[1].temporary
+
+
+async def test_internal_error_code_100_is_temporary() -> None:
+    body = '{"replies":[{"error":{"code":100,"message":"internal error"}},{"publish":{}}]}'
+    result = await api_answering(200, body).send_batch(COMMANDS)
+    assert result.replies[0].temporary
+
+
+async def test_error_for_the_whole_batch_applies_to_every_command() -> None:
+    result = await api_answering(200, '{"error":{"code":107,"message":"bad request"}}').send_batch(
+        COMMANDS
+    )
+    assert result.replies == (ReplyStatus(107, "bad request"),) * 2
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_bad_api_key_is_fatal(status: int) -> None:
+    with pytest.raises(CentrifugoAuthError, match="API key"):
+        await api_answering(status, "").send_batch(COMMANDS)
+
+
+@pytest.mark.parametrize("status", [404, 405])
+async def test_wrong_url_is_fatal(status: int) -> None:
+    with pytest.raises(RelayFatalError, match="--api-url"):
+        await api_answering(status, "404 page not found").send_batch(COMMANDS)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 429, 408])
+async def test_server_errors_are_retried(status: int) -> None:
+    result = await api_answering(status, "oops").send_batch(COMMANDS)
+    assert result.verdict is Verdict.RETRY
+    assert f"HTTP {status}" in result.reason
+
+
+@pytest.mark.parametrize("status", [400, 413])
+async def test_refused_bodies_are_reported_for_isolation(status: int) -> None:
+    result = await api_answering(status, "Bad Request").send_batch(COMMANDS)
+    assert result.verdict is Verdict.REFUSED
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"replies":[{"publish":{}}]}', "not json", '{"replies":"x"}'],
+    ids=["reply count mismatch", "not json", "wrong shape"],
+)
+async def test_unexpected_replies_are_retried(body: str) -> None:
+    result = await api_answering(200, body).send_batch(COMMANDS)
+    assert result.verdict is Verdict.RETRY
+
+
+@pytest.mark.parametrize(
+    "error",
+    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("eof")],
+)
+async def test_network_errors_and_timeouts_are_retried(error: Exception) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    api = CentrifugoAPI("http://centrifugo.test/api", "k", transport=httpx.MockTransport(handler))
+    result = await api.send_batch(COMMANDS)
+    assert result.verdict is Verdict.RETRY
+    assert type(error).__name__ in result.reason
+
+
+def test_batch_body_shape() -> None:
+    assert json.loads(batch_body([])) == {"commands": [], "parallel": False}

@@ -1,0 +1,77 @@
+"""Bad input is refused with a clear error before anything is encoded or sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from centrifugo_async import InvalidMessage, Keyspace, Message, PayloadTooLarge
+from centrifugo_async._enqueue import plan
+
+
+def make(**overrides: Any) -> Message:
+    fields: dict[str, Any] = dict(channel="obj:1", data={"a": 1}, key="user:1", version=1)
+    fields.update(overrides)
+    return Message(**fields)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"channel": ""}, "channel"),
+        ({"channel": None}, "channel"),
+        ({"key": ""}, "key"),
+        ({"key": 5}, "key"),
+        ({"version": -1}, "version"),
+        ({"version": 2**53}, "version"),
+        ({"version": 1.5}, "version"),
+        ({"version": True}, "version"),
+        ({"version": "3"}, "version"),
+        ({"tags": {"a": 1}}, "tags"),
+        ({"tags": ["a"]}, "tags"),
+        ({"idempotency_key": ""}, "idempotency_key"),
+        ({"ttl_ms": 0}, "ttl_ms"),
+        ({"ttl_ms": 1.5}, "ttl_ms"),
+    ],
+)
+def test_invalid_fields_are_named(overrides: dict[str, Any], named: str) -> None:
+    with pytest.raises(InvalidMessage, match=f"`{named}`"):
+        make(**overrides)
+
+
+def test_boundary_versions_are_accepted() -> None:
+    assert make(version=0).version == 0
+    assert make(version=2**53 - 1).version == 2**53 - 1
+
+
+def test_data_that_is_not_json_serialisable_is_refused() -> None:
+    with pytest.raises(InvalidMessage, match="`data` is not JSON-serialisable"):
+        plan([make(data=object())], Keyspace(shards=4), 10_000)
+
+
+def test_payload_over_the_limit_is_refused() -> None:
+    with pytest.raises(PayloadTooLarge, match="over the limit of 1000 bytes"):
+        plan([make(data="x" * 1000)], Keyspace(shards=4), 1000)
+
+
+def test_one_bad_message_refuses_the_whole_batch() -> None:
+    good = [make(version=i) for i in range(3)]
+    with pytest.raises(InvalidMessage):
+        plan([*good, "not a message"], Keyspace(shards=4), 10_000)  # type: ignore[list-item]
+
+
+def test_plan_keeps_call_order_per_shard_and_splits_around_seq() -> None:
+    messages = [make(key=f"k{i % 5}", version=i) for i in range(20)]
+    batch = plan(messages, Keyspace(shards=4), 10_000)
+    for call in batch.calls:
+        assert len({d.shard for d in call.drafts}) == 1
+        heads, tails = call.args[1::2], call.args[2::2]
+        for head, tail in zip(heads, tails, strict=True):
+            assert isinstance(head, bytes) and head.endswith(b'"seq":')
+            assert isinstance(tail, bytes) and tail.startswith(b',"shard":')
+    versions_per_key: dict[str, list[int]] = {}
+    for call in batch.calls:
+        for draft in call.drafts:
+            versions_per_key.setdefault(draft.key, []).append(draft.version)
+    assert all(v == sorted(v) for v in versions_per_key.values())
