@@ -1,0 +1,250 @@
+"""Failures of Centrifugo, of the relay and of the data: nothing is lost or reordered."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+import redis
+
+from centrifugo_async import AsyncPublisher, Keyspace, Message, shard_for
+from centrifugo_async.admin import iter_dead_letters
+from centrifugo_async.relay import RelaySettings, serve
+from devstack import DEV_API_KEY, CentrifugoServer, RelayProcess
+from tests.support.checks import order_inversions, published_pairs
+from tests.support.stack import history, shard_stats, wait_until_drained
+from tests.support.subscriber import Subscriber
+
+SHARDS = 8
+
+
+@pytest.fixture
+async def publisher(redis_url: str) -> AsyncIterator[AsyncPublisher]:
+    async with AsyncPublisher.from_url(redis_url, shards=SHARDS) as pub:
+        yield pub
+
+
+@pytest.fixture
+def relay_processes(redis_url: str, centrifugo: CentrifugoServer) -> Iterator[list[RelayProcess]]:
+    """Relays as child processes (so they can be SIGKILLed); closed after the test."""
+    centrifugo.start()
+    started: list[RelayProcess] = []
+    yield started
+    for relay in started:
+        relay.close()
+
+
+def new_relay(
+    started: list[RelayProcess],
+    redis_url: str,
+    centrifugo: CentrifugoServer,
+    api_key: str = DEV_API_KEY,
+) -> RelayProcess:
+    relay = RelayProcess(
+        redis_url, centrifugo.api_url, api_key, "--lease-ttl", "2", "--log-level", "info"
+    )
+    started.append(relay)
+    return relay.start()
+
+
+def messages(channels: list[str], count: int, keys: int) -> list[Message]:
+    """``count`` messages over ``keys`` keys with increasing versions per key."""
+    return [
+        Message(channels[i % len(channels)], {"i": i}, f"key-{i % keys}", i // keys + 1)
+        for i in range(count)
+    ]
+
+
+async def publish_steadily(
+    publisher: AsyncPublisher, batch: list[Message], chunk: int = 25
+) -> None:
+    """Publish in small chunks with pauses, so faults can land mid-stream."""
+    for start in range(0, len(batch), chunk):
+        await publisher.publish_many(batch[start : start + chunk])
+        await asyncio.sleep(0.01)
+
+
+async def test_centrifugo_outage_loses_nothing(
+    running_relay: RelaySettings, centrifugo: CentrifugoServer, publisher: AsyncPublisher
+) -> None:
+    channels = ["obj:outage-a", "obj:outage-b"]
+    before, during = messages(channels, 200, 20), messages(channels, 1000, 20)[200:]
+    await publisher.publish_many(before)
+    await wait_until_drained(running_relay.redis_url, SHARDS, within=20)
+
+    centrifugo.stop()
+    try:
+        await publish_steadily(publisher, during)
+        await asyncio.sleep(1.0)  # the relay keeps retrying meanwhile
+        stats = shard_stats(running_relay.redis_url, SHARDS)
+        assert sum(s.queued + s.in_flight for s in stats) == len(during)
+        assert sum(s.dead_letters for s in stats) == 0
+    finally:
+        centrifugo.start()
+
+    stats = await wait_until_drained(running_relay.redis_url, SHARDS, within=30)
+    assert sum(s.delivered for s in stats) == 1000
+    assert sum(s.dead_letters for s in stats) == 0
+    # Centrifugo restarted with empty memory: its history now holds exactly the
+    # messages published during the outage, once each, in per-key order.
+    delivered = [e for channel in channels for e in history(centrifugo, channel)]
+    assert len(delivered) == len(during)
+    assert published_pairs(delivered) == {(m.key, m.version) for m in during}
+    assert order_inversions(delivered) == 0
+
+
+async def test_relay_killed_mid_stream_loses_nothing_and_keeps_order(
+    redis_url: str,
+    centrifugo: CentrifugoServer,
+    publisher: AsyncPublisher,
+    relay_processes: list[RelayProcess],
+) -> None:
+    channels = [f"obj:kill-{n}" for n in range(4)]
+    batch = messages(channels, 4000, 100)
+    async with Subscriber(centrifugo.ws_url, channels) as subscriber:
+        first = new_relay(relay_processes, redis_url, centrifugo)
+        publishing = asyncio.create_task(publish_steadily(publisher, batch))
+        await subscriber.wait_for(500, within=30)
+        first.signal(signal.SIGKILL)
+        assert first.wait() == -signal.SIGKILL
+        killed_at = len(subscriber.received)
+        new_relay(relay_processes, redis_url, centrifugo)
+        await publishing
+        await wait_until_drained(redis_url, SHARDS, within=60)
+        received = await subscriber.settle(quiet=0.5)
+
+    assert killed_at < len(batch), "the kill did not land mid-stream"
+    assert published_pairs(received) == {(m.key, m.version) for m in batch}
+    assert order_inversions(received) == 0
+
+
+async def test_sigterm_finishes_the_batch_in_flight_and_exits_zero(
+    redis_url: str,
+    centrifugo: CentrifugoServer,
+    publisher: AsyncPublisher,
+    relay_processes: list[RelayProcess],
+) -> None:
+    channels = ["obj:term-a", "obj:term-b"]
+    batch = messages(channels, 3000, 50)
+    async with Subscriber(centrifugo.ws_url, channels) as subscriber:
+        relay = new_relay(relay_processes, redis_url, centrifugo)
+        publishing = asyncio.create_task(publish_steadily(publisher, batch))
+        await subscriber.wait_for(300, within=30)
+        relay.signal(signal.SIGTERM)
+        assert relay.wait() == 0, relay.log()
+        stats = shard_stats(redis_url, SHARDS)
+        assert sum(s.in_flight for s in stats) == 0, "a batch was left half-done"
+        assert all(s.lease_owner is None for s in stats), "leases were not released"
+        assert "relay stopped" in relay.log()
+
+        await publishing
+        new_relay(relay_processes, redis_url, centrifugo)
+        await wait_until_drained(redis_url, SHARDS, within=60)
+        received = await subscriber.settle(quiet=0.5)
+    assert published_pairs(received) == {(m.key, m.version) for m in batch}
+    assert len(received) == len(batch)
+    assert order_inversions(received) == 0
+
+
+async def test_bad_entries_are_dead_lettered_and_the_rest_delivered_in_order(
+    running_relay: RelaySettings, centrifugo: CentrifugoServer, publisher: AsyncPublisher
+) -> None:
+    channel, key = "obj:dlq", "doc-1"
+    shard = Keyspace(shards=SHARDS).shard(shard_for(key, SHARDS))
+    client = redis.Redis.from_url(running_relay.redis_url)
+    async with Subscriber(centrifugo.ws_url, [channel]) as subscriber:
+        await publisher.publish(channel, {"n": 1}, key=key, version=1)
+        client.rpush(shard.queue, b"not an envelope at all", b'{"v":9}', b"\xff\xfe")
+        await publisher.publish(channel, {"n": 2}, key=key, version=2)
+        await publisher.publish("nope:1", {"n": 3}, key=key, version=3)
+        await publisher.publish(channel, {"n": 4}, key=key, version=4)
+        received = await subscriber.wait_for(3, within=20)
+        await wait_until_drained(running_relay.redis_url, SHARDS, within=20)
+
+    assert [e["version"] for e in received] == [1, 2, 4]
+    letters = [e.letter for e in iter_dead_letters(client, Keyspace(shards=SHARDS))]
+    assert [(letter.reason, letter.code) for letter in letters if letter] == [
+        ("invalid_envelope", None),
+        ("invalid_envelope", None),
+        ("invalid_envelope", None),
+        ("rejected", 102),
+    ]
+    originals = [letter.original for letter in letters if letter]
+    assert originals[:3] == [b"not an envelope at all", b'{"v":9}', b"\xff\xfe"]
+    assert "major version v=9" in letters[1].error  # type: ignore[union-attr]
+    assert letters[3].channel == "nope:1" and letters[3].error == "unknown channel"  # type: ignore[union-attr]
+    assert b'"version":3' in originals[3]
+
+
+async def test_wrong_api_key_stops_the_relay_and_leaves_the_queue_intact(
+    redis_url: str,
+    centrifugo: CentrifugoServer,
+    publisher: AsyncPublisher,
+    relay_processes: list[RelayProcess],
+) -> None:
+    await publisher.publish_many(messages(["obj:key"], 50, 5))
+    relay = new_relay(relay_processes, redis_url, centrifugo, api_key="wrong-key")
+    assert relay.wait() == 2
+    assert "Centrifugo rejected the API key (HTTP 401)" in relay.log()
+    assert "Traceback" not in relay.log()
+    stats = shard_stats(redis_url, SHARDS)
+    assert sum(s.queued for s in stats) == 50
+    assert sum(s.in_flight + s.dead_letters + s.delivered for s in stats) == 0
+
+
+async def test_expired_messages_are_counted_not_delivered(
+    relay_settings: RelaySettings, centrifugo: CentrifugoServer, publisher: AsyncPublisher
+) -> None:
+    channel = "obj:ttl"
+    await publisher.publish(channel, {"late": True}, key="typing", version=1, ttl_ms=100)
+    await publisher.publish(channel, {"late": False}, key="typing", version=2, ttl_ms=60_000)
+    await publisher.publish(channel, {"late": False}, key="other", version=1)
+    await asyncio.sleep(0.3)
+    stop = asyncio.Event()
+    async with Subscriber(centrifugo.ws_url, [channel]) as subscriber:
+        relay = asyncio.create_task(serve(relay_settings, stop=stop))
+        received = await subscriber.wait_for(2, within=20)
+        await wait_until_drained(relay_settings.redis_url, SHARDS, within=20)
+        await subscriber.settle(quiet=0.3)
+        stop.set()
+        await relay
+    assert sorted((e["key"], e["version"]) for e in received) == [("other", 1), ("typing", 2)]
+    stats = shard_stats(relay_settings.redis_url, SHARDS)
+    assert (sum(s.expired for s in stats), sum(s.delivered for s in stats)) == (1, 2)
+
+
+async def test_a_second_relay_stands_by_until_the_first_one_leaves(
+    redis_url: str,
+    centrifugo: CentrifugoServer,
+    publisher: AsyncPublisher,
+    relay_processes: list[RelayProcess],
+) -> None:
+    await publisher.publish("obj:standby", {}, key="k", version=1)
+    first = new_relay(relay_processes, redis_url, centrifugo)
+    await wait_for_owners(redis_url, lambda owners: len(owners) == 1 and None not in owners)
+    (first_id,) = {s.lease_owner for s in shard_stats(redis_url, SHARDS)}
+
+    second = new_relay(relay_processes, redis_url, centrifugo)
+    await asyncio.sleep(2.0)  # several renewal rounds of both relays
+    assert {s.lease_owner for s in shard_stats(redis_url, SHARDS)} == {first_id}
+    assert "lease acquired" not in second.log()
+
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    await wait_for_owners(redis_url, lambda owners: len(owners) == 1 and first_id not in owners)
+    async with Subscriber(centrifugo.ws_url, ["obj:standby"]) as subscriber:
+        await publisher.publish("obj:standby", {}, key="k", version=2)
+        (envelope,) = await subscriber.wait_for(1, within=10)
+    assert envelope["version"] == 2
+
+
+async def wait_for_owners(
+    redis_url: str, condition: Callable[[set[str | None]], bool], within: float = 15
+) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if condition({s.lease_owner for s in shard_stats(redis_url, SHARDS)}):
+                return
+            await asyncio.sleep(0.1)
