@@ -179,3 +179,16 @@ async def test_auth_error_mid_stream_is_fatal_and_keeps_the_batch(settings: Rela
     shard = Keyspace(shards=SHARDS).all_shards()
     assert sum(client.llen(k.inflight) + client.llen(k.queue) for k in shard) == 3
     assert not list(iter_dead_letters(client, Keyspace(shards=SHARDS)))
+
+
+async def test_leftovers_in_flight_are_delivered_first(settings: RelaySettings) -> None:
+    """A relay that died mid-batch left messages in flight: they go out before the queue."""
+    publish(settings.redis_url, 6)
+    client = redis.Redis.from_url(settings.redis_url)
+    (keys,) = [k for k in Keyspace(shards=SHARDS).all_shards() if client.llen(k.queue)]
+    for _ in range(3):  # what the dead relay had claimed
+        client.lmove(keys.queue, keys.inflight, "LEFT", "RIGHT")
+    server = ScriptedCentrifugo()
+    await relay_through(settings, server, expected=6)
+    assert versions(server) == [1, 2, 3, 4, 5, 6]
+    assert server.requests == 2  # the in-flight batch, then the queue
