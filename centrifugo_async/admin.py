@@ -28,6 +28,7 @@ __all__ = [
     "iter_dead_letters",
     "purge_dead_letters",
     "recorded_keyspace",
+    "relay_group",
     "replay_dead_letters",
 ]
 
@@ -56,10 +57,45 @@ class ShardStats:
     expired: int
     dead_lettered: int
     lease_owner: str | None
+    """Relay id of the lease holder."""
+    lease_epoch: int | None
+    """Fencing epoch of the current lease (grows with every takeover)."""
+    lease_age_ms: int | None
+    """Time since the current holder acquired the lease."""
     lease_ttl_ms: int | None
+    """Time left before the lease expires unless renewed."""
+    delivered_per_s: float | None = None
+    """Throughput over the sampling window, when one was asked for."""
 
 
-def collect_stats(client: redis.Redis, keyspace: Keyspace) -> list[ShardStats]:
+def collect_stats(
+    client: redis.Redis, keyspace: Keyspace, *, sample_seconds: float = 0.0
+) -> list[ShardStats]:
+    """A snapshot of every shard; with ``sample_seconds``, also the delivery rate.
+
+    The rate is the growth of each shard's ``delivered`` counter over the window.
+    """
+    if sample_seconds <= 0:
+        return _snapshot(client, keyspace)
+    before = _snapshot(client, keyspace)
+    started = time.monotonic()
+    time.sleep(sample_seconds)
+    after = _snapshot(client, keyspace)
+    elapsed = time.monotonic() - started
+    return [
+        attrs.evolve(now, delivered_per_s=round((now.delivered - then.delivered) / elapsed, 1))
+        for then, now in zip(before, after, strict=True)
+    ]
+
+
+def relay_group(client: redis.Redis, keyspace: Keyspace) -> list[str]:
+    """Ids of the relays whose heartbeat has not expired."""
+    now_ms = time.time_ns() // 1_000_000
+    members: list[bytes] = client.zrangebyscore(keyspace.relays, now_ms, "+inf")  # type: ignore[assignment]
+    return sorted(m.decode() for m in members)
+
+
+def _snapshot(client: redis.Redis, keyspace: Keyspace) -> list[ShardStats]:
     """One consistent-enough snapshot of every shard, in one pipeline."""
     pipe = client.pipeline(transaction=False)
     for keys in keyspace.all_shards():
@@ -80,6 +116,8 @@ def collect_stats(client: redis.Redis, keyspace: Keyspace) -> list[ShardStats]:
         ]
         oldest = _age_ms(head_inflight or head_queue, now_ms)
         counters = {k.decode(): int(v) for k, v in state.items()}
+        holder, _, epoch = owner.decode().rpartition("#") if owner else ("", "", "")
+        since = counters.get("lease_since_ms")
         stats.append(
             ShardStats(
                 shard=shard,
@@ -91,7 +129,9 @@ def collect_stats(client: redis.Redis, keyspace: Keyspace) -> list[ShardStats]:
                 delivered=counters.get("delivered", 0),
                 expired=counters.get("expired", 0),
                 dead_lettered=counters.get("dead_lettered", 0),
-                lease_owner=owner.decode() if owner else None,
+                lease_owner=holder or None,
+                lease_epoch=int(epoch) if epoch else None,
+                lease_age_ms=now_ms - since if owner and since else None,
                 lease_ttl_ms=ttl if owner and ttl >= 0 else None,
             )
         )

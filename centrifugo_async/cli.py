@@ -223,31 +223,52 @@ def publish(
 @main.command()
 @redis_url_option
 @prefix_option
+@click.option(
+    "--sample",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Seconds to sample the delivery rate over (0: no rate).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_friendly_errors
-def stats(redis_url: str, prefix: str, as_json: bool) -> None:
-    """Per shard: queue depth, in-flight, oldest message age, dead letters, lease."""
+def stats(redis_url: str, prefix: str, sample: float, as_json: bool) -> None:
+    """Per shard: backlog, lag, throughput, dead letters and the owning relay."""
     client = redis.Redis.from_url(redis_url)
-    rows = admin.collect_stats(client, _keyspace(client, prefix))
+    keyspace = _keyspace(client, prefix)
+    rows = admin.collect_stats(client, keyspace, sample_seconds=sample)
+    relays = admin.relay_group(client, keyspace)
     if as_json:
-        click.echo(json.dumps([attrs.asdict(r) for r in rows], indent=2))
+        shards = [attrs.asdict(r) for r in rows]
+        click.echo(json.dumps({"relays": relays, "shards": shards}, indent=2))
         return
-    header = (
-        f"{'shard':>5} {'queued':>8} {'inflight':>8} {'oldest':>9} {'dlq':>6} "
-        f"{'delivered':>10} {'expired':>8} {'seq':>10}  lease"
+    click.echo(
+        f"{'shard':>5} {'queued':>8} {'inflight':>8} {'lag':>7} {'msg/s':>8} {'dlq':>5} "
+        f"{'delivered':>10} {'expired':>7}  owner (epoch, held for, ttl left)"
     )
-    click.echo(header)
     for r in rows:
-        age = "-" if r.oldest_age_ms is None else _duration(r.oldest_age_ms)
-        lease = f"{r.lease_owner} ({_duration(r.lease_ttl_ms or 0)} left)" if r.lease_owner else "-"
+        lag = "-" if r.oldest_age_ms is None else _duration(r.oldest_age_ms)
+        rate = "-" if r.delivered_per_s is None else f"{r.delivered_per_s:.0f}"
+        owner = (
+            f"{r.lease_owner} (#{r.lease_epoch}, {_duration(r.lease_age_ms or 0)}, "
+            f"{_duration(r.lease_ttl_ms or 0)})"
+            if r.lease_owner
+            else "-"
+        )
         click.echo(
-            f"{r.shard:>5} {r.queued:>8} {r.in_flight:>8} {age:>9} {r.dead_letters:>6} "
-            f"{r.delivered:>10} {r.expired:>8} {r.seq:>10}  {lease}"
+            f"{r.shard:>5} {r.queued:>8} {r.in_flight:>8} {lag:>7} {rate:>8} {r.dead_letters:>5} "
+            f"{r.delivered:>10} {r.expired:>7}  {owner}"
         )
     click.echo(
         f"total queued={sum(r.queued for r in rows)} "
         f"in_flight={sum(r.in_flight for r in rows)} "
         f"dead_letters={sum(r.dead_letters for r in rows)}"
+        + (f" msg/s={sum(r.delivered_per_s or 0 for r in rows):.0f}" if sample else "")
+    )
+    owned = {relay: sum(r.lease_owner == relay for r in rows) for relay in relays}
+    click.echo(
+        f"relays ({len(relays)}): "
+        + (", ".join(f"{relay} owns {count}" for relay, count in owned.items()) or "none")
     )
 
 

@@ -4,10 +4,12 @@ All keys of one shard share the Redis Cluster hash tag ``{<prefix>:<shard>}`` so
 the scripts that touch several of them stay within one hash slot::
 
     {centrifugo.publish}:meta          hash: shards, created_ms (the topology)
+    {centrifugo.publish}:relays        sorted set: live relay ids scored by heartbeat expiry (ms)
     {centrifugo.publish:3}:queue       list: envelopes waiting to be relayed
     {centrifugo.publish:3}:inflight    list: envelopes taken by the relay, not yet accepted
-    {centrifugo.publish:3}:state       hash: seq, shards, delivered, expired, dead_lettered
-    {centrifugo.publish:3}:lease       string: id of the relay that owns the shard (with TTL)
+    {centrifugo.publish:3}:state       hash: seq, shards, delivered, expired, dead_lettered,
+                                       lease_epoch, lease_since_ms
+    {centrifugo.publish:3}:lease       string: "relay-id#epoch" of the owner (with TTL)
     {centrifugo.publish:3}:bell        list: wake-up token pushed when the queue stops being empty
     {centrifugo.publish:3}:dlq         list: dead letters (JSON records) of that shard
 """
@@ -63,6 +65,10 @@ class Keyspace:
     @property
     def meta(self) -> str:
         return f"{{{self.prefix}}}:meta"
+
+    @property
+    def relays(self) -> str:
+        return f"{{{self.prefix}}}:relays"
 
     def shard(self, index: int) -> ShardKeys:
         return self._shard_keys[index]

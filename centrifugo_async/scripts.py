@@ -75,11 +75,12 @@ return first
 CLAIM = LuaScript(
     "claim",
     # KEYS: queue, inflight, lease
-    # ARGV: owner, max_count, max_bytes
-    # Fenced: only the lease owner may take messages. Returns {redelivery, m_1..m_k}:
-    # the head of the in-flight list when it is not empty (left by a crash, a
-    # takeover or a failed ack), otherwise up to max_count / max_bytes messages
-    # moved atomically from the queue to the in-flight list.
+    # ARGV: lease_value, max_count, max_bytes
+    # Fenced: only the holder of this exact lease (owner and epoch) may take
+    # messages. Returns {redelivery, m_1..m_k}: the head of the in-flight list
+    # when it is not empty (left by a crash, a takeover or a failed ack),
+    # otherwise up to max_count / max_bytes messages moved atomically from the
+    # queue to the in-flight list.
     """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   return redis.error_reply('LEASE_LOST')
@@ -113,9 +114,10 @@ return out
 ACK = LuaScript(
     "ack",
     # KEYS: inflight, lease, state, dlq
-    # ARGV: owner, n, delivered, expired, dead_letter_1 .. dead_letter_k
-    # Fenced: removes the first n in-flight messages once Centrifugo accepted them
-    # (or they expired or were dead-lettered), records dead letters and counters.
+    # ARGV: lease_value, n, delivered, expired, dead_letter_1 .. dead_letter_k
+    # Fenced by the lease value seen at claim time: removes the first n in-flight
+    # messages once Centrifugo accepted them (or they expired or were
+    # dead-lettered), and records dead letters and counters.
     """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return redis.error_reply('LEASE_LOST')
@@ -133,20 +135,32 @@ return 1
 
 LEASE_ACQUIRE = LuaScript(
     "lease_acquire",
-    # KEYS: lease; ARGV: owner, ttl_ms. Takes a free lease or renews our own.
+    # KEYS: lease, state
+    # ARGV: owner, ttl_ms, held_value ('' if none), now_ms, may_acquire ('1' or '0')
+    # Renews the lease if it still holds exactly ``held_value``; otherwise, when the
+    # lease is free and may_acquire is '1', takes it with a new fencing epoch.
+    # Returns the lease value ("owner#epoch") now held, or nil.
     """
 local current = redis.call('GET', KEYS[1])
-if current == false or current == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+if current then
+  if current == ARGV[3] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return current
+  end
+  return false
 end
-return 0
+if ARGV[5] ~= '1' then return false end
+local epoch = redis.call('HINCRBY', KEYS[2], 'lease_epoch', 1)
+local value = ARGV[1] .. '#' .. epoch
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], 'lease_since_ms', ARGV[4])
+return value
 """,
 )
 
 LEASE_RELEASE = LuaScript(
     "lease_release",
-    # KEYS: lease; ARGV: owner. Frees the lease only if we still own it.
+    # KEYS: lease; ARGV: value. Frees the lease only if it still holds ``value``.
     """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])

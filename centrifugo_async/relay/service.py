@@ -98,7 +98,8 @@ async def _resolve_keyspace(
             if time.monotonic() >= next_notice:
                 log.info(
                     "waiting for a publisher to record the shard count of prefix=%s "
-                    "(or pass --shards)", settings.prefix,
+                    "(or pass --shards)",
+                    settings.prefix,
                 )
                 next_notice = time.monotonic() + 30
             await wait_for_event(stop, settings.idle_wait)

@@ -91,13 +91,17 @@ class ShardWorker:
         """Consume the shard until ``stop`` is set; raises ``RelayFatalError``."""
         redis_backoff = Backoff(self._settings.retry_initial, self._settings.retry_max)
         while not self._stop.is_set():
-            if not self._leases.holds(self.shard):
+            if self._leases.should_release(self.shard):
+                await self._leases.release(self.shard)
+                continue
+            lease = self._leases.value(self.shard)
+            if lease is None:
                 await self._leases.wait_acquired(self.shard, self._settings.idle_wait)
                 continue
             try:
-                redelivery, entries = await self._claim_batch()
+                redelivery, entries = await self._claim_batch(lease)
                 if entries:
-                    await self._process(entries, redelivery)
+                    await self._process(entries, redelivery, lease)
                 else:
                     await self._redis.blpop([self.keys.bell], timeout=self._settings.idle_wait)
                 redis_backoff.reset()
@@ -108,12 +112,12 @@ class ShardWorker:
                 log.warning("redis error shard=%d error=%s retry_in=%.2fs", self.shard, exc, delay)
                 await self._sleep(delay)
 
-    async def _claim_batch(self) -> tuple[bool, list[bytes]]:
+    async def _claim_batch(self, lease: str) -> tuple[bool, list[bytes]]:
         s = self._settings
         try:
             reply = await self._claim(
                 keys=[self.keys.queue, self.keys.inflight, self.keys.lease],
-                args=[self._leases.owner, s.max_batch, s.max_batch_bytes],
+                args=[lease, s.max_batch, s.max_batch_bytes],
             )
         except redis.exceptions.ResponseError as exc:
             if str(exc).startswith(LEASE_LOST):
@@ -121,13 +125,13 @@ class ShardWorker:
             raise
         return bool(reply[0]), reply[1:]
 
-    async def _process(self, entries: list[bytes], redelivery: bool) -> None:
+    async def _process(self, entries: list[bytes], redelivery: bool, lease: str) -> None:
         if redelivery:
             log.info("redelivering in-flight shard=%d count=%d", self.shard, len(entries))
         items = [self._prepare(raw) for raw in entries]
-        if not await self._deliver([i for i in items if i.command is not None]):
+        if not await self._deliver([i for i in items if i.command is not None], lease):
             return
-        await self._acknowledge(items)
+        await self._acknowledge(items, lease)
 
     def _prepare(self, raw: bytes) -> _Item:
         item = _Item(raw)
@@ -145,7 +149,7 @@ class ShardWorker:
         )
         return item
 
-    async def _deliver(self, pending: Sequence[_Item]) -> bool:
+    async def _deliver(self, pending: Sequence[_Item], lease: str) -> bool:
         """Send until every item is delivered or dead-lettered.
 
         Returns False when it gave up without finishing (stop requested after the
@@ -156,8 +160,8 @@ class ShardWorker:
         window = len(pending)
         first_attempt = True
         while pending:
-            if not self._leases.holds(self.shard):
-                log.warning("lease too close to expiry, not sending shard=%d", self.shard)
+            if self._leases.value(self.shard) != lease:
+                log.warning("lease lost or about to expire, not sending shard=%d", self.shard)
                 return False
             if self._stop.is_set() and not first_attempt:
                 return False
@@ -199,14 +203,14 @@ class ShardWorker:
                 backoff.reset()
         return True
 
-    async def _acknowledge(self, items: Sequence[_Item]) -> None:
+    async def _acknowledge(self, items: Sequence[_Item], lease: str) -> None:
         letters = [encode_dead_letter(i.dead_letter) for i in items if i.dead_letter]
         delivered = sum(i.delivered for i in items)
         expired = sum(i.expired for i in items)
         try:
             await self._ack(
                 keys=[self.keys.inflight, self.keys.lease, self.keys.state, self.keys.dlq],
-                args=[self._leases.owner, len(items), delivered, expired, *letters],
+                args=[lease, len(items), delivered, expired, *letters],
             )
         except redis.exceptions.ResponseError as exc:
             if str(exc).startswith(LEASE_LOST):

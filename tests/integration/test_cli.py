@@ -54,12 +54,13 @@ def test_publish_then_stats(redis_url: str) -> None:
     shard = shard_for("order:1", 4)
     assert f"shard={shard} seq=1" in result.stdout
 
-    stats = run("stats", "--json", "--redis-url", redis_url)
-    rows = json.loads(stats.stdout)
+    stats = run("stats", "--json", "--sample", "0", "--redis-url", redis_url)
+    rows = json.loads(stats.stdout)["shards"]
     assert len(rows) == 4
     assert rows[shard]["queued"] == 1 and rows[shard]["oldest_age_ms"] is not None
-    table = run("stats", "--redis-url", redis_url).stdout
-    assert "total queued=1 in_flight=0 dead_letters=0" in table
+    table = run("stats", "--sample", "0.2", "--redis-url", redis_url).stdout
+    assert "total queued=1 in_flight=0 dead_letters=0 msg/s=0" in table
+    assert "relays (0): none" in table
 
 
 def test_clear_errors_for_bad_flags_and_unreachable_redis(redis_url: str) -> None:

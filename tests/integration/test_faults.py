@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
@@ -215,36 +216,47 @@ async def test_expired_messages_are_counted_not_delivered(
     assert (sum(s.expired for s in stats), sum(s.delivered for s in stats)) == (1, 2)
 
 
-async def test_a_second_relay_stands_by_until_the_first_one_leaves(
+async def test_relays_share_the_shards_evenly_and_take_over_from_the_dead(
     redis_url: str,
     centrifugo: CentrifugoServer,
     publisher: AsyncPublisher,
     relay_processes: list[RelayProcess],
 ) -> None:
-    await publisher.publish("obj:standby", {}, key="k", version=1)
+    await publisher.publish("obj:group", {}, key="k", version=1)
     first = new_relay(relay_processes, redis_url, centrifugo)
-    await wait_for_owners(redis_url, lambda owners: len(owners) == 1 and None not in owners)
-    (first_id,) = {s.lease_owner for s in shard_stats(redis_url, SHARDS)}
-
+    await wait_for_shares(redis_url, [8])
     second = new_relay(relay_processes, redis_url, centrifugo)
-    await asyncio.sleep(2.0)  # several renewal rounds of both relays
-    assert {s.lease_owner for s in shard_stats(redis_url, SHARDS)} == {first_id}
-    assert "lease acquired" not in second.log()
+    await wait_for_shares(redis_url, [4, 4])
+    third = new_relay(relay_processes, redis_url, centrifugo)
+    await wait_for_shares(redis_url, [2, 3, 3])
+    assert "handing over" in first.log()
 
-    first.signal(signal.SIGTERM)
+    first.signal(signal.SIGTERM)  # leaves: its leases are released at once
     assert first.wait() == 0
-    await wait_for_owners(redis_url, lambda owners: len(owners) == 1 and first_id not in owners)
-    async with Subscriber(centrifugo.ws_url, ["obj:standby"]) as subscriber:
-        await publisher.publish("obj:standby", {}, key="k", version=2)
+    await wait_for_shares(redis_url, [4, 4])
+    second.signal(signal.SIGKILL)  # dies: its leases expire
+    second.wait()
+    await wait_for_shares(redis_url, [8])
+    owners = {s.lease_owner for s in shard_stats(redis_url, SHARDS)}
+    assert len(owners) == 1 and owners <= {third_id(third)}
+
+    async with Subscriber(centrifugo.ws_url, ["obj:group"]) as subscriber:
+        await publisher.publish("obj:group", {}, key="k", version=2)
         (envelope,) = await subscriber.wait_for(1, within=10)
     assert envelope["version"] == 2
 
 
-async def wait_for_owners(
-    redis_url: str, condition: Callable[[set[str | None]], bool], within: float = 15
-) -> None:
+def third_id(relay: RelayProcess) -> str:
+    """The relay id a child process announced in its start-up log line."""
+    line = next(line for line in relay.log().splitlines() if "relay started" in line)
+    return line.split("relay=")[1].split()[0]
+
+
+async def wait_for_shares(redis_url: str, shares: list[int], within: float = 20) -> None:
+    """Wait until the shard counts per owning relay are ``shares`` (sorted)."""
     async with asyncio.timeout(within):
         while True:
-            if condition({s.lease_owner for s in shard_stats(redis_url, SHARDS)}):
+            owners = Counter(s.lease_owner for s in shard_stats(redis_url, SHARDS))
+            if None not in owners and sorted(owners.values()) == shares:
                 return
             await asyncio.sleep(0.1)
