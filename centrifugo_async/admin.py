@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
-import redis
 
+from .connection import SyncRedisClient
 from .deadletter import DeadLetter, decode_dead_letter
 from .envelope import decode_envelope
 from .exceptions import EnvelopeDecodeError, TopologyMismatch
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-def recorded_keyspace(client: redis.Redis, prefix: str) -> Keyspace:
+def recorded_keyspace(client: SyncRedisClient, prefix: str) -> Keyspace:
     """The keyspace recorded in Redis for ``prefix``; fails if nothing was recorded."""
     shards = client.hget(Keyspace(prefix=prefix, shards=1).meta, "shards")
     if shards is None:
@@ -69,7 +69,7 @@ class ShardStats:
 
 
 def collect_stats(
-    client: redis.Redis, keyspace: Keyspace, *, sample_seconds: float = 0.0
+    client: SyncRedisClient, keyspace: Keyspace, *, sample_seconds: float = 0.0
 ) -> list[ShardStats]:
     """A snapshot of every shard; with ``sample_seconds``, also the delivery rate.
 
@@ -88,14 +88,14 @@ def collect_stats(
     ]
 
 
-def relay_group(client: redis.Redis, keyspace: Keyspace) -> list[str]:
+def relay_group(client: SyncRedisClient, keyspace: Keyspace) -> list[str]:
     """Ids of the relays whose heartbeat has not expired."""
     now_ms = time.time_ns() // 1_000_000
     members: list[bytes] = client.zrangebyscore(keyspace.relays, now_ms, "+inf")  # type: ignore[assignment]
     return sorted(m.decode() for m in members)
 
 
-def _snapshot(client: redis.Redis, keyspace: Keyspace) -> list[ShardStats]:
+def _snapshot(client: SyncRedisClient, keyspace: Keyspace) -> list[ShardStats]:
     """One consistent-enough snapshot of every shard, in one pipeline."""
     pipe = client.pipeline(transaction=False)
     for keys in keyspace.all_shards():
@@ -156,7 +156,7 @@ class DeadLetterEntry:
 
 
 def iter_dead_letters(
-    client: redis.Redis, keyspace: Keyspace, *, page: int = 500
+    client: SyncRedisClient, keyspace: Keyspace, *, page: int = 500
 ) -> Iterator[DeadLetterEntry]:
     """Every dead letter, shard by shard, oldest first, read in pages."""
     for keys in keyspace.all_shards():
@@ -195,7 +195,7 @@ class ReplayReport:
 
 
 def replay_dead_letters(
-    client: redis.Redis,
+    client: SyncRedisClient,
     keyspace: Keyspace,
     *,
     channel: str | None = None,
@@ -240,7 +240,7 @@ def replay_dead_letters(
 
 
 def purge_dead_letters(
-    client: redis.Redis,
+    client: SyncRedisClient,
     keyspace: Keyspace,
     *,
     channel: str | None = None,

@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 
 import attrs
 import click
-import redis
 import redis.exceptions
 
 from . import admin
+from .connection import SyncRedisClient, sync_client
 from .exceptions import CentrifugoAsyncError, RelayFatalError
 from .keys import DEFAULT_PREFIX, Keyspace
 from .publisher import Publisher
@@ -51,13 +51,40 @@ def _friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-redis_url_option = click.option(
-    "--redis-url",
-    envvar="CENTRIFUGO_ASYNC_REDIS_URL",
-    default="redis://127.0.0.1:6379/0",
-    show_default=True,
-    help="Redis holding the queues [env: CENTRIFUGO_ASYNC_REDIS_URL].",
-)
+@attrs.frozen
+class RedisTarget:
+    """Where the queues live, from ``--redis-url`` and ``--redis-cluster``."""
+
+    url: str
+    cluster: bool
+
+    def client(self) -> SyncRedisClient:
+        return sync_client(self.url, cluster=self.cluster)
+
+
+def redis_options(func: F) -> F:
+    """Add ``--redis-url`` / ``--redis-cluster`` and pass them on as ``redis: RedisTarget``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, redis_url: str, redis_cluster: bool, **kwargs: Any) -> Any:
+        return func(*args, redis=RedisTarget(redis_url, redis_cluster), **kwargs)
+
+    wrapper = click.option(
+        "--redis-cluster",
+        is_flag=True,
+        envvar="CENTRIFUGO_ASYNC_REDIS_CLUSTER",
+        help="The Redis URL is a node of a Redis Cluster [env: CENTRIFUGO_ASYNC_REDIS_CLUSTER].",
+    )(wrapper)
+    wrapper = click.option(
+        "--redis-url",
+        envvar="CENTRIFUGO_ASYNC_REDIS_URL",
+        default="redis://127.0.0.1:6379/0",
+        show_default=True,
+        help="Redis holding the queues [env: CENTRIFUGO_ASYNC_REDIS_URL].",
+    )(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
 prefix_option = click.option(
     "--prefix",
     envvar="CENTRIFUGO_ASYNC_PREFIX",
@@ -74,7 +101,7 @@ def main() -> None:
 
 
 @main.command()
-@redis_url_option
+@redis_options
 @click.option(
     "--api-url",
     envvar="CENTRIFUGO_API_URL",
@@ -108,7 +135,7 @@ def main() -> None:
 )
 @_friendly_errors
 def relay(
-    redis_url: str,
+    redis: RedisTarget,
     api_url: str,
     api_key: str | None,
     prefix: str,
@@ -121,7 +148,8 @@ def relay(
     """Move queued envelopes into Centrifugo, in order per key, until SIGTERM/SIGINT."""
     _configure_logging(log_level)
     settings = RelaySettings(
-        redis_url=redis_url,
+        redis_url=redis.url,
+        redis_cluster=redis.cluster,
         api_url=api_url,
         api_key=api_key or "",
         prefix=prefix,
@@ -151,7 +179,7 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-def _keyspace(client: redis.Redis, prefix: str) -> Keyspace:
+def _keyspace(client: SyncRedisClient, prefix: str) -> Keyspace:
     return admin.recorded_keyspace(client, prefix)
 
 
@@ -174,7 +202,7 @@ def _keyspace(client: redis.Redis, prefix: str) -> Keyspace:
 @click.option(
     "--shards", type=click.IntRange(1, 4096), help="Shard count (default: as recorded, else 16)."
 )
-@redis_url_option
+@redis_options
 @prefix_option
 @_friendly_errors
 def publish(
@@ -186,7 +214,7 @@ def publish(
     ttl_ms: int | None,
     idempotency_key: str | None,
     shards: int | None,
-    redis_url: str,
+    redis: RedisTarget,
     prefix: str,
 ) -> None:
     """Enqueue one message. DATA is JSON, e.g. '{"status": "paid"}'."""
@@ -200,7 +228,7 @@ def publish(
         if not sep or not name:
             raise click.BadParameter(f"expected NAME=VALUE, got {tag!r}", param_hint="--tag")
         tag_map[name] = value
-    client = redis.Redis.from_url(redis_url)
+    client = redis.client()
     if shards is None:
         recorded = client.hget(Keyspace(prefix=prefix, shards=1).meta, "shards")
         shards = int(recorded) if recorded else 16
@@ -221,7 +249,7 @@ def publish(
 
 
 @main.command()
-@redis_url_option
+@redis_options
 @prefix_option
 @click.option(
     "--sample",
@@ -232,9 +260,9 @@ def publish(
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_friendly_errors
-def stats(redis_url: str, prefix: str, sample: float, as_json: bool) -> None:
+def stats(redis: RedisTarget, prefix: str, sample: float, as_json: bool) -> None:
     """Per shard: backlog, lag, throughput, dead letters and the owning relay."""
-    client = redis.Redis.from_url(redis_url)
+    client = redis.client()
     keyspace = _keyspace(client, prefix)
     rows = admin.collect_stats(client, keyspace, sample_seconds=sample)
     relays = admin.relay_group(client, keyspace)
@@ -300,17 +328,22 @@ def _with_filters(func: F) -> F:
 
 
 @dlq.command("list")
-@redis_url_option
+@redis_options
 @prefix_option
 @_with_filters
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
 @_friendly_errors
 def dlq_list(
-    redis_url: str, prefix: str, channel: str | None, error: str | None, limit: int, as_json: bool
+    redis: RedisTarget,
+    prefix: str,
+    channel: str | None,
+    error: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """Show dead letters, oldest first."""
-    client = redis.Redis.from_url(redis_url)
+    client = redis.client()
     shown = 0
     for entry in admin.iter_dead_letters(client, _keyspace(client, prefix)):
         if shown >= limit:
@@ -335,16 +368,16 @@ def dlq_list(
 
 
 @dlq.command("replay")
-@redis_url_option
+@redis_options
 @prefix_option
 @_with_filters
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed, change nothing.")
 @_friendly_errors
 def dlq_replay(
-    redis_url: str, prefix: str, channel: str | None, error: str | None, dry_run: bool
+    redis: RedisTarget, prefix: str, channel: str | None, error: str | None, dry_run: bool
 ) -> None:
     """Enqueue dead letters again (fresh seq) and remove them from the dead-letter lists."""
-    client = redis.Redis.from_url(redis_url)
+    client = redis.client()
 
     def progress(report: admin.ReplayReport) -> None:
         if report.replayed % 1000 == 0:
@@ -368,18 +401,18 @@ def dlq_replay(
 
 
 @dlq.command("purge")
-@redis_url_option
+@redis_options
 @prefix_option
 @_with_filters
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @_friendly_errors
 def dlq_purge(
-    redis_url: str, prefix: str, channel: str | None, error: str | None, yes: bool
+    redis: RedisTarget, prefix: str, channel: str | None, error: str | None, yes: bool
 ) -> None:
     """Delete dead letters (all, or those matching the filters)."""
     if not yes:
         click.confirm("Delete the matching dead letters for good?", abort=True)
-    client = redis.Redis.from_url(redis_url)
+    client = redis.client()
     removed = admin.purge_dead_letters(
         client, _keyspace(client, prefix), channel=channel, error=error
     )

@@ -11,8 +11,6 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
-import redis
-import redis.asyncio
 import redis.exceptions
 
 from ._enqueue import (
@@ -22,6 +20,7 @@ from ._enqueue import (
     plan,
     translate_redis_error,
 )
+from .connection import AsyncRedisClient, SyncRedisClient, async_client, sync_client
 from .envelope import Envelope
 from .exceptions import QueueUnavailable
 from .keys import DEFAULT_PREFIX, Keyspace
@@ -68,7 +67,7 @@ class _PublisherBase:
 
 
 class Publisher(_PublisherBase):
-    """Synchronous publisher over a ``redis.Redis`` client.
+    """Synchronous publisher over a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
 
     ``publish`` is one Redis round trip: one script assigns the shard's next
     sequence number and appends the envelope atomically. ``publish_many`` sends
@@ -77,7 +76,7 @@ class Publisher(_PublisherBase):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: SyncRedisClient,
         *,
         shards: int = 16,
         prefix: str = DEFAULT_PREFIX,
@@ -93,9 +92,12 @@ class Publisher(_PublisherBase):
         self._redis = client
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> Self:
-        """A publisher with its own connection pool, closed by ``close()``."""
-        return cls(redis.Redis.from_url(url), owns_client=True, **kwargs)
+    def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> Self:
+        """A publisher with its own connection pool, closed by ``close()``.
+
+        ``cluster=True`` connects to a Redis Cluster through any of its nodes.
+        """
+        return cls(sync_client(url, cluster=cluster), owns_client=True, **kwargs)
 
     def ensure_topology(self) -> None:
         """Record the shard count in Redis, or check it against the recorded one."""
@@ -134,7 +136,7 @@ class Publisher(_PublisherBase):
         for _ in range(2):
             pipe = self._redis.pipeline(transaction=False)
             for call in batch.calls:
-                pipe.evalsha(ENQUEUE.sha, 3, *call.keys_and_args)
+                pipe.execute_command("EVALSHA", ENQUEUE.sha, 3, *call.keys_and_args)
             try:
                 replies = pipe.execute(raise_on_error=False)
             except redis.exceptions.RedisError as exc:
@@ -168,11 +170,11 @@ class Publisher(_PublisherBase):
 
 
 class AsyncPublisher(_PublisherBase):
-    """The asyncio twin of ``Publisher``, over ``redis.asyncio.Redis``."""
+    """The asyncio twin of ``Publisher``, over ``redis.asyncio`` clients."""
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncRedisClient,
         *,
         shards: int = 16,
         prefix: str = DEFAULT_PREFIX,
@@ -188,9 +190,12 @@ class AsyncPublisher(_PublisherBase):
         self._redis = client
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> Self:
-        """A publisher with its own connection pool, closed by ``close()``."""
-        return cls(redis.asyncio.Redis.from_url(url), owns_client=True, **kwargs)
+    def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> Self:
+        """A publisher with its own connection pool, closed by ``close()``.
+
+        ``cluster=True`` connects to a Redis Cluster through any of its nodes.
+        """
+        return cls(async_client(url, cluster=cluster), owns_client=True, **kwargs)
 
     async def ensure_topology(self) -> None:
         """Record the shard count in Redis, or check it against the recorded one."""
@@ -229,7 +234,7 @@ class AsyncPublisher(_PublisherBase):
         for _ in range(2):
             pipe = self._redis.pipeline(transaction=False)
             for call in batch.calls:
-                pipe.evalsha(ENQUEUE.sha, 3, *call.keys_and_args)
+                pipe.execute_command("EVALSHA", ENQUEUE.sha, 3, *call.keys_and_args)
             try:
                 replies = await pipe.execute(raise_on_error=False)
             except redis.exceptions.RedisError as exc:

@@ -7,6 +7,7 @@ temporary directory, on free ports unless told otherwise.
 from .services import (
     DEV_API_KEY,
     CentrifugoServer,
+    RedisCluster,
     RedisServer,
     RelayProcess,
     find_centrifugo,
@@ -16,6 +17,7 @@ from .services import (
 __all__ = [
     "DEV_API_KEY",
     "CentrifugoServer",
+    "RedisCluster",
     "RedisServer",
     "RelayProcess",
     "find_centrifugo",

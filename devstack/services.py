@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -148,6 +149,75 @@ class RedisServer(_Server):
             return sock.recv(16).startswith(b"+PONG")
 
 
+class RedisCluster:
+    """A small Redis Cluster on loopback: ``nodes`` primaries, no replicas.
+
+    Each node is a ``redis-server --cluster-enabled yes``; ``redis-cli --cluster
+    create`` assigns the slots. ``url`` points at the first node; cluster clients
+    discover the rest.
+    """
+
+    def __init__(self, nodes: int = 3) -> None:
+        self.nodes = [_ClusterNode() for _ in range(nodes)]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> Self:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise FileNotFoundError("redis-cli not found: run scripts/setup")
+        addresses = [f"{LOOPBACK}:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            info = subprocess.run(
+                [cli, "-p", str(self.nodes[0].port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout
+            if "cluster_state:ok" in info:
+                return self
+            time.sleep(0.1)
+        raise TimeoutError("redis cluster did not reach cluster_state:ok")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class _ClusterNode(RedisServer):
+    name = "redis-cluster-node"
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(self.workdir / "nodes.conf"),
+            "--cluster-node-timeout",
+            "5000",
+        ]
+
+
 def centrifugo_config(port: int, api_key: str = DEV_API_KEY) -> dict[str, Any]:
     """A v6 config for local use: loopback only, anonymous subscribers allowed.
 
@@ -183,16 +253,36 @@ def centrifugo_config(port: int, api_key: str = DEV_API_KEY) -> dict[str, Any]:
     }
 
 
+def merge_config(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``extra``: nested mappings merge, anything else replaces."""
+    merged = dict(base)
+    for key, value in extra.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = merge_config(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
 class CentrifugoServer(_Server):
     """A real Centrifugo v6 on loopback with the config from ``centrifugo_config``."""
 
     name = "centrifugo"
 
-    def __init__(self, port: int | None = None, api_key: str = DEV_API_KEY) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        api_key: str = DEV_API_KEY,
+        extra_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``extra_config`` is merged into ``centrifugo_config`` (nested mappings key
+        by key), e.g. ``{"consumers": [...]}`` for the benchmarks."""
         super().__init__(port)
         self.api_key = api_key
         self.config_path = self.workdir / "config.json"
-        self.config_path.write_text(json.dumps(centrifugo_config(self.port, api_key), indent=2))
+        config = merge_config(centrifugo_config(self.port, api_key), extra_config or {})
+        self.config_path.write_text(json.dumps(config, indent=2))
 
     @property
     def api_url(self) -> str:

@@ -23,9 +23,9 @@ import asyncio
 import logging
 import time
 
-import redis.asyncio
 import redis.exceptions
 
+from ..connection import AsyncRedisClient
 from ..keys import Keyspace
 from ..scripts import LEASE_ACQUIRE, LEASE_RELEASE
 from .backoff import wait_for_event
@@ -46,7 +46,7 @@ def fair_share(shards: int, members: list[str], me: str) -> int:
 
 class LeaseKeeper:
     def __init__(
-        self, client: redis.asyncio.Redis, keyspace: Keyspace, owner: str, ttl: float
+        self, client: AsyncRedisClient, keyspace: Keyspace, owner: str, ttl: float
     ) -> None:
         self._redis = client
         self._keyspace = keyspace

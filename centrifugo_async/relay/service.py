@@ -12,10 +12,10 @@ import logging
 import time
 
 import httpx
-import redis.asyncio
 import redis.exceptions
 
 from .._enqueue import check_recorded_shards
+from ..connection import AsyncRedisClient, async_client
 from ..exceptions import QueueUnavailable, RelayFatalError, TopologyMismatch
 from ..keys import Keyspace
 from ..scripts import RECORD_TOPOLOGY
@@ -48,7 +48,7 @@ async def serve(
     ``QueueUnavailable`` (Redis unreachable at start-up).
     """
     stop = stop or asyncio.Event()
-    client = redis.asyncio.Redis.from_url(settings.redis_url)
+    client = async_client(settings.redis_url, cluster=settings.redis_cluster)
     api = CentrifugoAPI(
         settings.api_url,
         settings.api_key,
@@ -67,7 +67,7 @@ async def serve(
 
 
 async def _resolve_keyspace(
-    client: redis.asyncio.Redis, settings: RelaySettings, deadline: float, stop: asyncio.Event
+    client: AsyncRedisClient, settings: RelaySettings, deadline: float, stop: asyncio.Event
 ) -> Keyspace | None:
     """The keyspace to consume: the recorded shard count, checked against ``--shards``.
 
@@ -132,7 +132,7 @@ async def _check_centrifugo(
 
 
 async def _run(
-    client: redis.asyncio.Redis,
+    client: AsyncRedisClient,
     api: CentrifugoAPI,
     keyspace: Keyspace,
     settings: RelaySettings,

@@ -19,6 +19,7 @@ ENV_VARS = {
     "redis_url": "CENTRIFUGO_ASYNC_REDIS_URL",
     "api_url": "CENTRIFUGO_API_URL",
     "api_key": "CENTRIFUGO_API_KEY",
+    "redis_cluster": "CENTRIFUGO_ASYNC_REDIS_CLUSTER",
 }
 """Settings that may come from the environment, and the variable for each."""
 
@@ -62,6 +63,8 @@ class RelaySettings:
     redis_url: str = attrs.field(default="redis://127.0.0.1:6379/0", validator=_url)
     api_url: str = attrs.field(default="http://127.0.0.1:8000/api", validator=_url)
     api_key: str = attrs.field(default="", repr=lambda _: "***")
+    redis_cluster: bool = False
+    """Connect to a Redis Cluster (through any node given in ``redis_url``)."""
     prefix: str = DEFAULT_PREFIX
     shards: int | None = attrs.field(default=None, validator=_shards)
     max_batch: int = attrs.field(default=500, validator=_positive)
@@ -93,5 +96,7 @@ class RelaySettings:
         values: dict[str, Any] = {
             name: environ[var] for name, var in ENV_VARS.items() if environ.get(var)
         }
+        if "redis_cluster" in values:
+            values["redis_cluster"] = values["redis_cluster"].lower() in ("1", "true", "yes")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -24,9 +24,9 @@ import time
 from collections.abc import Sequence
 
 import attrs
-import redis.asyncio
 import redis.exceptions
 
+from ..connection import AsyncRedisClient
 from ..deadletter import DeadLetter, encode_dead_letter
 from ..envelope import decode_envelope
 from ..exceptions import EnvelopeDecodeError
@@ -70,7 +70,7 @@ class ShardWorker:
     def __init__(
         self,
         keys: ShardKeys,
-        client: redis.asyncio.Redis,
+        client: AsyncRedisClient,
         api: CentrifugoAPI,
         leases: LeaseKeeper,
         settings: RelaySettings,
