@@ -19,6 +19,7 @@ from .envelope import decode_envelope
 from .exceptions import EnvelopeDecodeError, TopologyMismatch
 from .keys import Keyspace
 from .publisher import Publisher
+from .scripts import SEAL_SHARD
 
 __all__ = [
     "DeadLetterEntry",
@@ -30,6 +31,7 @@ __all__ = [
     "recorded_keyspace",
     "relay_group",
     "replay_dead_letters",
+    "reshard",
 ]
 
 
@@ -258,3 +260,56 @@ def purge_dead_letters(
         if matches(entry, channel, error):
             removed += client.lrem(keyspace.shard(entry.shard).dlq, 1, entry.raw)  # type: ignore[arg-type]
     return removed
+
+
+def reshard(
+    client: SyncRedisClient,
+    prefix: str,
+    shards: int,
+    *,
+    timeout: float = 60.0,
+    progress: Callable[[list[int]], Any] | None = None,
+) -> Keyspace:
+    """Change the shard count without ever reordering a key: drain, seal, switch.
+
+    Each current shard is *sealed* (stamped with the new count) at a moment when
+    it holds no message, so everything routed the old way was delivered first;
+    from then on the enqueue script refuses old-count publishers on that shard.
+    New-count publishers are refused by the recorded count until every shard is
+    sealed; then the count is recorded and relays restart their workers on it.
+    Keep the relay running so the shards drain. If some shard does not empty
+    within ``timeout`` the seals are undone and ``TopologyMismatch`` names the
+    shards still holding messages: nothing changes.
+    """
+    current = recorded_keyspace(client, prefix)
+    target = Keyspace(prefix=prefix, shards=shards)
+    if shards == current.shards:
+        return current
+    seal = client.register_script(SEAL_SHARD.source)
+    pending = list(range(current.shards))
+    sealed: list[int] = []
+    deadline = time.monotonic() + timeout
+    while pending:
+        for shard in list(pending):
+            keys = current.shard(shard)
+            if seal(keys=[keys.queue, keys.inflight, keys.state], args=[shards]):
+                pending.remove(shard)
+                sealed.append(shard)
+        if not pending:
+            break
+        if progress is not None:
+            progress(pending)
+        if time.monotonic() > deadline:
+            for shard in sealed:
+                keys = current.shard(shard)
+                seal(keys=[keys.queue, keys.inflight, keys.state], args=[current.shards])
+            raise TopologyMismatch(
+                f"reshard to {shards} shards refused: shards {pending} still hold messages "
+                f"after {timeout:.0f}s (is a relay running to drain them, are publishers "
+                f"stopped?); nothing was changed, the count stays {current.shards}"
+            )
+        time.sleep(0.2)
+    client.hset(
+        target.meta, mapping={"shards": shards, "resharded_ms": time.time_ns() // 1_000_000}
+    )
+    return target

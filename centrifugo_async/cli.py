@@ -300,6 +300,37 @@ def stats(redis: RedisTarget, prefix: str, sample: float, as_json: bool) -> None
     )
 
 
+@main.command()
+@redis_options
+@prefix_option
+@click.option("--shards", type=click.IntRange(1, 4096), required=True, help="The new shard count.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the shards to drain before giving up (changing nothing).",
+)
+@_friendly_errors
+def reshard(redis: RedisTarget, prefix: str, shards: int, timeout: float) -> None:
+    """Change the shard count safely: drain, seal each shard, switch.
+
+    Stop the publishers first and keep a relay running; restart the publishers
+    with the new count afterwards. Running relays switch by themselves.
+    """
+    client = redis.client()
+
+    def progress(pending: list[int]) -> None:
+        click.echo(f"... waiting for shards {pending} to drain", err=True)
+
+    before = _keyspace(client, prefix).shards
+    after = admin.reshard(client, prefix, shards, timeout=timeout, progress=progress)
+    if before == after.shards:
+        click.echo(f"prefix {prefix!r} already has {before} shards: nothing to do")
+    else:
+        click.echo(f"resharded prefix {prefix!r}: {before} -> {after.shards} shards")
+
+
 def _duration(ms: int) -> str:
     if ms < 1000:
         return f"{ms}ms"

@@ -18,6 +18,7 @@ __all__ = [
     "LEASE_LOST",
     "LEASE_RELEASE",
     "RECORD_TOPOLOGY",
+    "SEAL_SHARD",
     "TOPOLOGY_ERROR",
     "LuaScript",
 ]
@@ -166,6 +167,21 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+""",
+)
+
+SEAL_SHARD = LuaScript(
+    "seal_shard",
+    # KEYS: queue, inflight, state; ARGV: shards
+    # Stamps the shard with a new shard count, but only while it holds no message.
+    # From then on the enqueue script refuses publishers configured with the old
+    # count, so nothing routed the old way can land behind the seal.
+    """
+if redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) > 0 then
+  return 0
+end
+redis.call('HSET', KEYS[3], 'shards', ARGV[1])
+return 1
 """,
 )
 

@@ -43,7 +43,9 @@ async def serve(
 
     Waits up to ``startup_timeout`` for Centrifugo and Redis, then runs one worker
     per shard and the lease keeper. On ``stop`` every worker finishes the batch it
-    has in flight, leases are released and the function returns. Raises
+    has in flight, leases are released and the function returns. When a reshard
+    changes the recorded shard count, the workers stop the same way and start
+    again over the new shards. Raises
     ``RelayFatalError`` (bad API key or URL, shard count mismatch) and
     ``QueueUnavailable`` (Redis unreachable at start-up).
     """
@@ -58,9 +60,11 @@ async def serve(
     try:
         deadline = time.monotonic() + startup_timeout
         await _check_centrifugo(api, settings, deadline, stop)
-        keyspace = await _resolve_keyspace(client, settings, deadline, stop)
-        if keyspace is not None:
-            await _run(client, api, keyspace, settings, stop)
+        while not stop.is_set():
+            keyspace = await _resolve_keyspace(client, settings, deadline, stop)
+            if keyspace is None or not await _run(client, api, keyspace, settings, stop):
+                break
+            log.info("shard count changed by a reshard, restarting the workers")
     finally:
         await api.aclose()
         await client.aclose()
@@ -137,10 +141,12 @@ async def _run(
     keyspace: Keyspace,
     settings: RelaySettings,
     stop: asyncio.Event,
-) -> None:
+) -> bool:
+    """Run the workers until ``stop``, or until the shard count changes (returns True)."""
+    cycle = asyncio.Event()
     leases = LeaseKeeper(client, keyspace, settings.relay_id, settings.lease_ttl)
     workers = [
-        ShardWorker(keys, client, api, leases, settings, stop) for keys in keyspace.all_shards()
+        ShardWorker(keys, client, api, leases, settings, cycle) for keys in keyspace.all_shards()
     ]
     log.info(
         "relay started relay=%s shards=%d prefix=%s api=%s",
@@ -149,7 +155,10 @@ async def _run(
         keyspace.prefix,
         settings.api_url,
     )
-    keeper = asyncio.create_task(leases.run(stop), name="lease-keeper")
+    keeper = asyncio.create_task(leases.run(cycle), name="lease-keeper")
+    watcher = asyncio.create_task(
+        _watch_topology(client, keyspace, settings, stop, cycle), name="topology-watcher"
+    )
     tasks = [asyncio.create_task(w.run(), name=f"shard-{w.shard}") for w in workers]
     failure: BaseException | None = None
     try:
@@ -162,17 +171,41 @@ async def _run(
                     log.error("relay stopping: %s", exc)
                 stop.set()
     finally:
-        stop.set()
+        cycle.set()
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
         await keeper
+        changed = await watcher
         await leases.release_all()
         delivered = sum(w.counts.delivered for w in workers)
         log.info("relay stopped relay=%s delivered=%d", settings.relay_id, delivered)
     if failure is not None:
         raise failure
+    return changed
+
+
+async def _watch_topology(
+    client: AsyncRedisClient,
+    keyspace: Keyspace,
+    settings: RelaySettings,
+    stop: asyncio.Event,
+    cycle: asyncio.Event,
+) -> bool:
+    """End the cycle on ``stop``, or when a reshard records another shard count."""
+    while not cycle.is_set():
+        if await wait_for_event(stop, settings.lease_renew_interval):
+            break
+        try:
+            recorded = await client.hget(keyspace.meta, "shards")
+        except redis.exceptions.RedisError:
+            continue
+        if recorded is not None and int(recorded) != keyspace.shards:
+            cycle.set()
+            return True
+    cycle.set()
+    return False
 
 
 def _redact(url: str) -> str:
