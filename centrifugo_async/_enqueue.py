@@ -151,5 +151,5 @@ def check_recorded_shards(recorded: object, keyspace: Keyspace) -> None:
             f"prefix {keyspace.prefix!r} is recorded in Redis with shards={value}, but "
             f"this process is configured with shards={keyspace.shards}; routing with a "
             "different count would reorder keys. Use the recorded count, or follow the "
-            "resharding procedure in docs/relay.md."
+            "resharding procedure in docs/scaling.md."
         )
