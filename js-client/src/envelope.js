@@ -1,0 +1,85 @@
+/** Largest object version: the largest integer a JavaScript number holds exactly. */
+export const MAX_OBJECT_VERSION = Number.MAX_SAFE_INTEGER
+
+/** Major schema version this reader understands. */
+export const ENVELOPE_VERSION = 1
+
+/**
+ * Raised by `parseEnvelope` for anything that is not a valid v1 envelope.
+ * `field` names the offending field when there is one.
+ */
+export class EnvelopeError extends Error {
+  /**
+   * @param {string} problem
+   * @param {string} [field]
+   */
+  constructor(problem, field) {
+    super(`not a valid envelope: ${problem}`)
+    this.name = 'EnvelopeError'
+    this.field = field
+  }
+}
+
+const utf8 = new TextDecoder()
+
+const isPlainObject = value =>
+  typeof value === 'object' && value !== null && !Array.isArray(value)
+const isStringMap = value =>
+  isPlainObject(value) && Object.values(value).every(item => typeof item === 'string')
+const isNonEmptyString = value => typeof value === 'string' && value !== ''
+const isIntegerIn = (min, max = Infinity) => value =>
+  Number.isInteger(value) && value >= min && value <= max
+const isAnything = () => true
+const describe = value => (typeof value === 'number' ? value : value === null ? 'null' : typeof value)
+
+/**
+ * Validate the `data` of a publication as an envelope v1, following the same
+ * rules as Python's `decode_envelope`; returns a new object holding only the
+ * fields this reader knows (unknown fields are ignored for forward
+ * compatibility, null optional fields are treated as absent).
+ *
+ * Accepts the already-decoded object (JSON protocol), or JSON text as a
+ * string or bytes (Protobuf protocol delivers bytes).
+ *
+ * @param {unknown} input
+ * @throws {EnvelopeError}
+ */
+export function parseEnvelope(input) {
+  let raw = input
+  if (typeof raw === 'string' || raw instanceof Uint8Array) {
+    try {
+      raw = JSON.parse(typeof raw === 'string' ? raw : utf8.decode(raw))
+    } catch {
+      throw new EnvelopeError('not JSON')
+    }
+  }
+  if (!isPlainObject(raw)) throw new EnvelopeError('not a JSON object')
+
+  const fail = (field, problem) => {
+    throw new EnvelopeError(`\`${field}\` ${problem}`, field)
+  }
+  const take = (field, isValid, expected) => {
+    if (!Object.hasOwn(raw, field)) fail(field, 'is missing')
+    if (!isValid(raw[field])) fail(field, `must be ${expected}, got ${describe(raw[field])}`)
+    return raw[field]
+  }
+  const major = take('v', Number.isInteger, 'an integer')
+  if (major !== ENVELOPE_VERSION) fail('v', `${major} is an unsupported major version (this reader knows 1)`)
+
+  const envelope = {
+    v: major,
+    channel: take('channel', isNonEmptyString, 'a non-empty string'),
+    key: take('key', isNonEmptyString, 'a non-empty string'),
+    version: take('version', isIntegerIn(0, MAX_OBJECT_VERSION), 'an integer in 0..2**53-1'),
+    seq: take('seq', isIntegerIn(1), 'an integer >= 1'),
+    shard: take('shard', isIntegerIn(0), 'an integer >= 0'),
+    ts: take('ts', Number.isInteger, 'an integer'),
+    data: take('data', isAnything)
+  }
+  if (raw.tags != null) envelope.tags = { ...take('tags', isStringMap, 'an object of strings') }
+  if (raw.idempotency_key != null) {
+    envelope.idempotency_key = take('idempotency_key', isNonEmptyString, 'a non-empty string')
+  }
+  if (raw.ttl_ms != null) envelope.ttl_ms = take('ttl_ms', isIntegerIn(1), 'an integer >= 1')
+  return envelope
+}

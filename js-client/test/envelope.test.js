@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+
+import { EnvelopeError, parseEnvelope } from '../src/index.js'
+import { readVectors } from './support/vectors.js'
+
+const vectors = readVectors('envelopes')
+const base = { v: 1, channel: 'c', key: 'k', version: 1, seq: 1, shard: 0, ts: 1, data: 1 }
+
+describe('parseEnvelope: shared vectors', () => {
+  for (const vector of vectors.valid) {
+    test(`valid: ${vector.name}`, () => {
+      assert.deepEqual(parseEnvelope(vector.encoded), vector.fields)
+      assert.deepEqual(parseEnvelope(JSON.parse(vector.encoded)), vector.fields)
+      assert.deepEqual(parseEnvelope(new TextEncoder().encode(vector.encoded)), vector.fields)
+    })
+  }
+
+  test('unknown fields are ignored', () => {
+    const parsed = parseEnvelope(vectors.unknown_field.encoded)
+    assert.deepEqual(parsed, JSON.parse(vectors.unknown_field.canonical))
+    assert.equal('future_field' in parsed, false)
+  })
+
+  for (const vector of vectors.invalid) {
+    test(`invalid: ${vector.name}`, () => {
+      assert.throws(() => parseEnvelope(vector.encoded), EnvelopeError)
+      let decoded
+      try {
+        decoded = JSON.parse(vector.encoded)
+      } catch {
+        return
+      }
+      assert.throws(() => parseEnvelope(decoded), EnvelopeError)
+    })
+  }
+})
+
+describe('parseEnvelope: rules shared with decode_envelope', () => {
+  test('null optional fields count as absent', () => {
+    const parsed = parseEnvelope({ ...base, tags: null, idempotency_key: null, ttl_ms: null })
+    assert.deepEqual(parsed, base)
+  })
+
+  test('data may be null but must be present', () => {
+    assert.equal(parseEnvelope({ ...base, data: null }).data, null)
+    const { data, ...withoutData } = base
+    assert.throws(() => parseEnvelope(withoutData), { name: 'EnvelopeError', field: 'data' })
+  })
+
+  const rejected = {
+    'v is a boolean': [{ ...base, v: true }, 'v'],
+    'v is missing': [{ ...base, v: undefined }, 'v'],
+    'unknown major with valid fields': [{ ...base, v: 2 }, 'v'],
+    'fractional version': [{ ...base, version: 1.5 }, 'version'],
+    'channel is null': [{ ...base, channel: null }, 'channel'],
+    'seq is a string': [{ ...base, seq: '1' }, 'seq'],
+    'negative shard': [{ ...base, shard: -1 }, 'shard'],
+    'ts is missing': [{ ...base, ts: undefined }, 'ts'],
+    'ttl_ms zero': [{ ...base, ttl_ms: 0 }, 'ttl_ms'],
+    'empty idempotency_key': [{ ...base, idempotency_key: '' }, 'idempotency_key'],
+    'tags is an array': [{ ...base, tags: ['a'] }, 'tags'],
+    'tag value is null': [{ ...base, tags: { a: null } }, 'tags']
+  }
+  for (const [name, [input, field]] of Object.entries(rejected)) {
+    test(`rejects: ${name}`, () => {
+      const json = JSON.parse(JSON.stringify(input))
+      assert.throws(() => parseEnvelope(json), error => {
+        assert.ok(error instanceof EnvelopeError)
+        assert.equal(error.field, field)
+        assert.match(error.message, new RegExp(`^not a valid envelope: \`${field}\``))
+        return true
+      })
+    })
+  }
+
+  test('non-objects are rejected without a field', () => {
+    for (const input of [null, 42, 'garbage', '[1]', [base], new Uint8Array([0xff])]) {
+      assert.throws(() => parseEnvelope(input), error => error instanceof EnvelopeError && error.field === undefined)
+    }
+  })
+
+  test('messages name the field and what was wrong', () => {
+    assert.throws(() => parseEnvelope({ ...base, version: 2 ** 53 }), {
+      message: 'not a valid envelope: `version` must be an integer in 0..2**53-1, got 9007199254740992'
+    })
+    assert.throws(() => parseEnvelope({ ...base, seq: '1' }), { message: /`seq` must be an integer >= 1, got string/ })
+    assert.throws(() => parseEnvelope({ ...base, key: 7n }), { field: 'key' })
+  })
+
+  test('the major version problem is named', () => {
+    assert.throws(() => parseEnvelope('{"v":2,"stuff":true}'), /unsupported major version/)
+  })
+
+  test('returns a fresh object that does not share tags with the input', () => {
+    const input = { ...base, tags: { a: 'b' } }
+    const parsed = parseEnvelope(input)
+    input.tags.a = 'changed'
+    assert.equal(parsed.tags.a, 'b')
+  })
+})
