@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -23,7 +23,9 @@ from . import admin
 from .connection import SyncRedisClient, sync_client
 from .exceptions import CentrifugoAsyncError, RelayFatalError
 from .keys import DEFAULT_PREFIX, Keyspace
+from .logs import configure_logging, secrets_of
 from .publisher import Publisher
+from .relay import config
 from .relay.service import serve
 from .relay.settings import RelaySettings
 
@@ -100,63 +102,81 @@ def main() -> None:
     """Ordered, versioned asynchronous publishing to Centrifugo."""
 
 
+def _relay_options(func: F) -> F:
+    """Flags of the relay's settings. None means "not given": file, env or default decide."""
+    options = [
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            envvar="CENTRIFUGO_ASYNC_CONFIG",
+            help="TOML configuration file [env: CENTRIFUGO_ASYNC_CONFIG].",
+        ),
+        click.option(
+            "--redis-url", help="Redis holding the queues [env: CENTRIFUGO_ASYNC_REDIS_URL]."
+        ),
+        click.option(
+            "--redis-cluster/--no-redis-cluster",
+            default=None,
+            help="The Redis URL is a Redis Cluster node [env: CENTRIFUGO_ASYNC_REDIS_CLUSTER].",
+        ),
+        click.option("--prefix", help="Key prefix of the queues [env: CENTRIFUGO_ASYNC_PREFIX]."),
+        click.option("--api-url", help="Centrifugo server API prefix [env: CENTRIFUGO_API_URL]."),
+        click.option("--api-key", help="Centrifugo http_api.key [env: CENTRIFUGO_API_KEY]."),
+        click.option("--shards", type=int, help="Shard count (default: as recorded)."),
+        click.option("--max-batch", type=int, help="Commands per /api/batch (default 500)."),
+        click.option("--lease-ttl", type=float, help="Seconds a lease lasts unrenewed (10)."),
+        click.option("--request-timeout", type=float, help="Centrifugo request timeout (5)."),
+        click.option(
+            "--late-delivery",
+            help="Drop rules, e.g. 'typing:*=2s,orders:*=never' [env: ..._LATE_DELIVERY].",
+        ),
+        click.option(
+            "--forward-version",
+            help="Channel patterns that get Centrifugo's version field, comma-separated.",
+        ),
+        click.option("--metrics-host", help="Bind address of /metrics and /health (127.0.0.1)."),
+        click.option(
+            "--metrics-port", type=int, help="Port of /metrics and /health; 0: off (9108)."
+        ),
+        click.option("--stuck-after", type=float, help="Seconds of lag /health calls stuck (60)."),
+        click.option("--log-format", type=click.Choice(["console", "json"])),
+        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"])),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _settings_from(
+    config_file: str | None, flags: dict[str, Any]
+) -> tuple[RelaySettings, dict[str, str]]:
+    parsed = dict(flags)
+    if parsed.get("late_delivery") is not None:
+        parsed["late_delivery"] = _parse_flag(config.SOURCES, "late_delivery", parsed)
+    if parsed.get("forward_version") is not None:
+        parsed["forward_version"] = _parse_flag(config.SOURCES, "forward_version", parsed)
+    return config.load_settings(config_file, os.environ, parsed)
+
+
+def _parse_flag(sources: tuple[config.Source, ...], field: str, flags: dict[str, Any]) -> Any:
+    source = next(s for s in sources if s.field == field)
+    try:
+        return source.parse(flags[field])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--" + field.replace("_", "-")) from None
+
+
 @main.command()
-@redis_options
-@click.option(
-    "--api-url",
-    envvar="CENTRIFUGO_API_URL",
-    default="http://127.0.0.1:8000/api",
-    show_default=True,
-    help="Centrifugo server API prefix [env: CENTRIFUGO_API_URL].",
-)
-@click.option(
-    "--api-key",
-    envvar="CENTRIFUGO_API_KEY",
-    help="Centrifugo http_api.key [env: CENTRIFUGO_API_KEY].",
-)
-@prefix_option
-@click.option(
-    "--shards", type=click.IntRange(1, 4096), help="Expected shard count (default: as recorded)."
-)
-@click.option("--max-batch", type=click.IntRange(1, 4000), default=500, show_default=True)
-@click.option(
-    "--lease-ttl",
-    type=click.FloatRange(min=0.5),
-    default=10.0,
-    show_default=True,
-    help="Seconds a shard lease lasts without renewal.",
-)
-@click.option("--request-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
+@_relay_options
 @_friendly_errors
-def relay(
-    redis: RedisTarget,
-    api_url: str,
-    api_key: str | None,
-    prefix: str,
-    shards: int | None,
-    max_batch: int,
-    lease_ttl: float,
-    request_timeout: float,
-    log_level: str,
-) -> None:
+def relay(config_file: str | None, **flags: Any) -> None:
     """Move queued envelopes into Centrifugo, in order per key, until SIGTERM/SIGINT."""
-    _configure_logging(log_level)
-    settings = RelaySettings(
-        redis_url=redis.url,
-        redis_cluster=redis.cluster,
-        api_url=api_url,
-        api_key=api_key or "",
-        prefix=prefix,
-        shards=shards,
-        max_batch=max_batch,
-        lease_ttl=lease_ttl,
-        request_timeout=request_timeout,
+    settings, _ = _settings_from(config_file, flags)
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        secrets_of(settings.api_key, settings.redis_url),
     )
     asyncio.run(_serve_until_signalled(settings))
 
@@ -169,14 +189,19 @@ async def _serve_until_signalled(settings: RelaySettings) -> None:
     await serve(settings, stop=stop)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+@main.group("config")
+def config_group() -> None:
+    """Inspect the relay configuration."""
+
+
+@config_group.command("check")
+@_relay_options
+@_friendly_errors
+def config_check(config_file: str | None, **flags: Any) -> None:
+    """Validate the configuration and print the effective values (secrets masked)."""
+    settings, origin = _settings_from(config_file, flags)
+    click.echo(config.describe(settings, origin), nl=False)
+    click.echo("# configuration is valid", err=True)
 
 
 def _keyspace(client: SyncRedisClient, prefix: str) -> Keyspace:

@@ -6,10 +6,11 @@
     ├── EnvelopeDecodeError         bytes that are not a valid envelope (relay, clients)
     ├── TopologyMismatch            shard count differs from the one recorded in Redis
     ├── QueueUnavailable            Redis could not be reached or failed the command
+    ├── ConfigError                 bad relay configuration (names the key and its source)
     └── RelayFatalError             the relay cannot go on and must stop (exit non-zero)
         └── CentrifugoAuthError     Centrifugo refused the API key (HTTP 401/403)
 
-``InvalidMessage`` and ``EnvelopeDecodeError`` are also ``ValueError`` so callers
+``InvalidMessage``, ``EnvelopeDecodeError`` and ``ConfigError`` are also ``ValueError`` so callers
 that validate input generically still catch them.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "CentrifugoAsyncError",
     "CentrifugoAuthError",
+    "ConfigError",
     "EnvelopeDecodeError",
     "InvalidMessage",
     "PayloadTooLarge",
@@ -57,6 +59,10 @@ class QueueUnavailable(CentrifugoAsyncError):
     Publishing is a single atomic script call, so when this is raised the message
     was either fully enqueued or not at all; with a timeout the outcome is unknown.
     """
+
+
+class ConfigError(CentrifugoAsyncError, ValueError):
+    """The relay configuration is invalid; the message names the key and its source."""
 
 
 class RelayFatalError(CentrifugoAsyncError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,6 +27,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+def _free_port_with_bus() -> int:
+    """A free port p <= 55535 whose cluster bus port p + 10000 is free too."""
+    for _ in range(100):
+        port = random.randint(20_000, 55_535)
+        try:
+            for candidate in (port, port + 10_000):
+                with socket.socket() as sock:
+                    sock.bind((LOOPBACK, candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def find_centrifugo() -> str:
@@ -165,6 +180,13 @@ class RedisCluster:
         return self.nodes[0].url
 
     def start(self) -> Self:
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> Self:
         for node in self.nodes:
             node.start()
         cli = shutil.which("redis-cli")
@@ -204,7 +226,12 @@ class RedisCluster:
 
 
 class _ClusterNode(RedisServer):
+    """A cluster node: its bus listens on port + 10000, so both must be free."""
+
     name = "redis-cluster-node"
+
+    def __init__(self) -> None:
+        super().__init__(_free_port_with_bus())
 
     def command(self) -> list[str]:
         return [
@@ -304,6 +331,7 @@ class RelayProcess:
     """``centrifugo-async relay`` as a child process, for crash and signal tests."""
 
     def __init__(self, redis_url: str, api_url: str, api_key: str, *extra: str) -> None:
+        metrics = () if "--metrics-port" in extra else ("--metrics-port", "0")
         self.args = [
             sys.executable,
             "-m",
@@ -313,6 +341,7 @@ class RelayProcess:
             redis_url,
             "--api-url",
             api_url,
+            *metrics,
             *extra,
         ]
         self.env = {**os.environ, "CENTRIFUGO_API_KEY": api_key}

@@ -39,6 +39,7 @@ def relay_settings(redis_url: str, centrifugo: CentrifugoServer) -> RelaySetting
     """Settings for an in-process relay, with short timers so tests stay quick."""
     centrifugo.start()
     return RelaySettings(
+        metrics_port=0,
         redis_url=redis_url,
         api_url=centrifugo.api_url,
         api_key=DEV_API_KEY,

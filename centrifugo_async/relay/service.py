@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 
+import attrs
 import httpx
 import redis.exceptions
 
@@ -21,7 +22,10 @@ from ..keys import Keyspace
 from ..scripts import RECORD_TOPOLOGY
 from .api import CentrifugoAPI, Verdict
 from .backoff import Backoff, wait_for_event
+from .config import mask_url
+from .health import HealthServer, HealthState, Sampler
 from .lease import LeaseKeeper
+from .metrics import RelayMetrics
 from .settings import RelaySettings
 from .worker import ShardWorker
 
@@ -38,6 +42,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     startup_timeout: float = STARTUP_TIMEOUT,
+    metrics: RelayMetrics | None = None,
 ) -> None:
     """Run the relay until ``stop`` is set.
 
@@ -50,6 +55,12 @@ async def serve(
     ``QueueUnavailable`` (Redis unreachable at start-up).
     """
     stop = stop or asyncio.Event()
+    metrics = metrics or RelayMetrics()
+    health = HealthState(settings.relay_id)
+    server = None
+    if settings.metrics_port:
+        server = HealthServer(settings.metrics_host, settings.metrics_port, metrics, health)
+        server.start()
     client = async_client(settings.redis_url, cluster=settings.redis_cluster)
     api = CentrifugoAPI(
         settings.api_url,
@@ -62,10 +73,13 @@ async def serve(
         await _check_centrifugo(api, settings, deadline, stop)
         while not stop.is_set():
             keyspace = await _resolve_keyspace(client, settings, deadline, stop)
-            if keyspace is None or not await _run(client, api, keyspace, settings, stop):
+            observed = _Observed(metrics, health)
+            if keyspace is None or not await _run(client, api, keyspace, settings, stop, observed):
                 break
             log.info("shard count changed by a reshard, restarting the workers")
     finally:
+        if server is not None:
+            server.close()
         await api.aclose()
         await client.aclose()
 
@@ -93,7 +107,7 @@ async def _resolve_keyspace(
         except redis.exceptions.RedisError as exc:
             if time.monotonic() > deadline:
                 raise QueueUnavailable(
-                    f"cannot reach Redis at {_redact(settings.redis_url)}: {exc}"
+                    f"cannot reach Redis at {mask_url(settings.redis_url)}: {exc}"
                 ) from None
             log.warning("waiting for Redis error=%s", exc)
             await wait_for_event(stop, backoff.next_delay())
@@ -141,13 +155,25 @@ async def _run(
     keyspace: Keyspace,
     settings: RelaySettings,
     stop: asyncio.Event,
+    observed: _Observed,
 ) -> bool:
     """Run the workers until ``stop``, or until the shard count changes (returns True)."""
     cycle = asyncio.Event()
     leases = LeaseKeeper(client, keyspace, settings.relay_id, settings.lease_ttl)
     workers = [
-        ShardWorker(keys, client, api, leases, settings, cycle) for keys in keyspace.all_shards()
+        ShardWorker(keys, client, api, leases, settings, cycle, observed.metrics)
+        for keys in keyspace.all_shards()
     ]
+    sampler = Sampler(
+        client,
+        api,
+        keyspace,
+        leases,
+        observed.metrics,
+        observed.health,
+        stuck_after=settings.stuck_after,
+        interval=settings.lease_renew_interval,
+    )
     log.info(
         "relay started relay=%s shards=%d prefix=%s api=%s",
         settings.relay_id,
@@ -156,6 +182,7 @@ async def _run(
         settings.api_url,
     )
     keeper = asyncio.create_task(leases.run(cycle), name="lease-keeper")
+    sampling = asyncio.create_task(sampler.run(cycle), name="health-sampler")
     watcher = asyncio.create_task(
         _watch_topology(client, keyspace, settings, stop, cycle), name="topology-watcher"
     )
@@ -177,6 +204,7 @@ async def _run(
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
         await keeper
+        await sampling
         changed = await watcher
         await leases.release_all()
         delivered = sum(w.counts.delivered for w in workers)
@@ -208,9 +236,9 @@ async def _watch_topology(
     return False
 
 
-def _redact(url: str) -> str:
-    """The URL without its password."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+@attrs.frozen
+class _Observed:
+    """Where the relay reports what it does: metrics and the /health state."""
+
+    metrics: RelayMetrics
+    health: HealthState

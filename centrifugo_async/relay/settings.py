@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import os
 import socket
 import uuid
-from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
 import attrs
 
 from ..keys import DEFAULT_PREFIX
 from ..routing import MAX_SHARDS
 
-__all__ = ["ENV_VARS", "RelaySettings"]
-
-ENV_VARS = {
-    "redis_url": "CENTRIFUGO_ASYNC_REDIS_URL",
-    "api_url": "CENTRIFUGO_API_URL",
-    "api_key": "CENTRIFUGO_API_KEY",
-    "redis_cluster": "CENTRIFUGO_ASYNC_REDIS_CLUSTER",
-}
-"""Settings that may come from the environment, and the variable for each."""
+__all__ = ["LatePolicy", "RelaySettings"]
 
 
 def _default_relay_id() -> str:
@@ -51,6 +44,44 @@ def _shards(_: object, __: attrs.Attribute[int | None], value: int | None) -> No
         raise ValueError(f"shards must be 1..{MAX_SHARDS}, got {value}")
 
 
+@attrs.frozen
+class LatePolicy:
+    """Late-delivery rule for channels matching ``pattern`` (a glob like ``typing:*``).
+
+    ``max_age_ms=None`` means never drop. An envelope's own ``ttl_ms`` wins over
+    any policy; without one, the first matching policy decides.
+    """
+
+    pattern: str
+    max_age_ms: int | None
+
+
+def _policies(_: object, __: attrs.Attribute[Any], value: tuple[LatePolicy, ...]) -> None:
+    for policy in value:
+        if not policy.pattern:
+            raise ValueError("late_delivery has an empty channel pattern")
+        if policy.max_age_ms is not None and policy.max_age_ms < 1:
+            raise ValueError(
+                f"late_delivery[{policy.pattern!r}] must be a positive duration or 'never', "
+                f"got {policy.max_age_ms} ms"
+            )
+
+
+def _log_format(_: object, __: attrs.Attribute[str], value: str) -> None:
+    if value not in ("console", "json"):
+        raise ValueError(f"log_format must be 'console' or 'json', got {value!r}")
+
+
+def _log_level(_: object, __: attrs.Attribute[str], value: str) -> None:
+    if value.lower() not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"log_level must be debug, info, warning or error, got {value!r}")
+
+
+def _port(_: object, __: attrs.Attribute[int], value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"metrics_port must be 0..65535 (0 disables metrics), got {value}")
+
+
 @attrs.frozen(kw_only=True)
 class RelaySettings:
     """Relay configuration. Durations are in seconds.
@@ -75,6 +106,21 @@ class RelaySettings:
     retry_max: float = attrs.field(default=5.0, validator=_positive)
     idle_wait: float = attrs.field(default=1.0, validator=_positive)
     relay_id: str = attrs.field(factory=_default_relay_id)
+    late_delivery: tuple[LatePolicy, ...] = attrs.field(
+        default=(), converter=tuple, validator=_policies
+    )
+    """Per channel pattern: drop messages older than this instead of delivering them."""
+    forward_version: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Channel patterns whose publications carry the envelope version as Centrifugo's
+    ``version``, so Centrifugo itself skips stale ones. Only for channels carrying a
+    single object: Centrifugo compares versions per channel, not per key."""
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = attrs.field(default=9108, validator=_port)
+    """Port of the /metrics and /health endpoint; 0 disables it."""
+    stuck_after: float = attrs.field(default=60.0, validator=_positive)
+    """/health reports a shard stuck when its oldest message waits longer than this."""
+    log_format: str = attrs.field(default="console", validator=_log_format)
+    log_level: str = attrs.field(default="info", validator=_log_level)
 
     def __attrs_post_init__(self) -> None:
         if not self.api_key:
@@ -89,14 +135,22 @@ class RelaySettings:
     def lease_renew_interval(self) -> float:
         return self.lease_ttl / 3
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
-        """Settings from ``ENV_VARS``, with explicit ``overrides`` taking precedence."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {
-            name: environ[var] for name, var in ENV_VARS.items() if environ.get(var)
-        }
-        if "redis_cluster" in values:
-            values["redis_cluster"] = values["redis_cluster"].lower() in ("1", "true", "yes")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def max_age_ms(self, channel: str, ttl_ms: int | None) -> int | None:
+        """How old a message for ``channel`` may be when delivered (None: any age)."""
+        if ttl_ms is not None:
+            return ttl_ms
+        return _channel_rules(self.late_delivery, self.forward_version, channel)[0]
+
+    def forwards_version(self, channel: str) -> bool:
+        return _channel_rules(self.late_delivery, self.forward_version, channel)[1]
+
+
+@functools.lru_cache(maxsize=8192)
+def _channel_rules(
+    late_delivery: tuple[LatePolicy, ...], forward_version: tuple[str, ...], channel: str
+) -> tuple[int | None, bool]:
+    """(max age, forward version) for a channel; cached, as channels repeat endlessly."""
+    max_age = next(
+        (p.max_age_ms for p in late_delivery if fnmatch.fnmatchcase(channel, p.pattern)), None
+    )
+    return max_age, any(fnmatch.fnmatchcase(channel, p) for p in forward_version)

@@ -35,6 +35,7 @@ from ..scripts import ACK, CLAIM, LEASE_LOST
 from .api import CentrifugoAPI, Verdict, publish_command
 from .backoff import Backoff, wait_for_event
 from .lease import LeaseKeeper
+from .metrics import RelayMetrics, retry_class
 from .settings import RelaySettings
 
 __all__ = ["ShardWorker"]
@@ -48,6 +49,7 @@ class _Item:
 
     raw: bytes
     channel: str | None = None
+    ts: int = 0
     command: bytes | None = None
     delivered: bool = False
     expired: bool = False
@@ -75,6 +77,7 @@ class ShardWorker:
         leases: LeaseKeeper,
         settings: RelaySettings,
         stop: asyncio.Event,
+        metrics: RelayMetrics,
     ) -> None:
         self.keys = keys
         self.shard = keys.shard
@@ -83,6 +86,8 @@ class ShardWorker:
         self._leases = leases
         self._settings = settings
         self._stop = stop
+        self._metrics = metrics
+        self._label = str(keys.shard)
         self._claim = client.register_script(CLAIM.source)
         self._ack = client.register_script(ACK.source)
         self.counts = _Counts()
@@ -140,12 +145,19 @@ class ShardWorker:
         except EnvelopeDecodeError as exc:
             item.dead_letter = self._dead_letter(item, "invalid_envelope", str(exc))
             return item
-        item.channel = envelope.channel
-        if envelope.ttl_ms is not None and _now_ms() - envelope.ts > envelope.ttl_ms:
+        item.channel = channel = envelope.channel
+        item.ts = envelope.ts
+        settings = self._settings
+        max_age = settings.max_age_ms(channel, envelope.ttl_ms)
+        if max_age is not None and _now_ms() - envelope.ts > max_age:
             item.expired = True
             return item
         item.command = publish_command(
-            envelope.channel, raw, envelope.effective_idempotency_key, envelope.tags
+            channel,
+            raw,
+            envelope.effective_idempotency_key,
+            envelope.tags,
+            envelope.version if settings.forwards_version(channel) else None,
         )
         return item
 
@@ -167,7 +179,10 @@ class ShardWorker:
                 return False
             first_attempt = False
             head = pending[:window]
+            started = time.perf_counter()
             result = await self._api.send_batch([item.command for item in head])  # type: ignore[misc]
+            self._metrics.request_latency.observe(time.perf_counter() - started)
+            self._metrics.batch_size.observe(len(head))
             if result.verdict is Verdict.RETRY:
                 await self._retry_later(backoff, result.reason, len(head))
                 continue
@@ -219,8 +234,21 @@ class ShardWorker:
         self.counts.delivered += delivered
         self.counts.expired += expired
         self.counts.dead_lettered += len(letters)
+        self._record(items, delivered, expired)
         if expired:
             log.info("expired shard=%d count=%d", self.shard, expired)
+
+    def _record(self, items: Sequence[_Item], delivered: int, expired: int) -> None:
+        metrics = self._metrics
+        metrics.published.labels(self._label).inc(delivered)
+        if expired:
+            metrics.expired.labels(self._label).inc(expired)
+        now_ms = _now_ms()
+        for item in items:
+            if item.delivered:
+                metrics.enqueue_to_accept.observe(max(0, now_ms - item.ts) / 1000)
+            elif item.dead_letter is not None:
+                metrics.dead_lettered.labels(item.dead_letter.reason).inc()
 
     def _dead_letter(
         self, item: _Item, reason: str, error: str, code: int | None = None
@@ -246,6 +274,7 @@ class ShardWorker:
     async def _retry_later(self, backoff: Backoff, reason: str, count: int) -> None:
         delay = backoff.next_delay()
         self.counts.retries += 1
+        self._metrics.retried.labels(retry_class(reason)).inc()
         log.warning(
             "retrying shard=%d count=%d reason=%s retry_in=%.2fs",
             self.shard,

@@ -44,6 +44,7 @@ async def test_end_to_end_on_a_redis_cluster(
 ) -> None:
     centrifugo.start()
     settings = RelaySettings(
+        metrics_port=0,
         redis_url=cluster.url,
         redis_cluster=True,
         api_url=centrifugo.api_url,

@@ -71,6 +71,7 @@ async def relay_through(
 @pytest.fixture
 def settings(redis_url: str) -> RelaySettings:
     return RelaySettings(
+        metrics_port=0,
         redis_url=redis_url,
         api_url="http://centrifugo.test/api",
         api_key="k",

@@ -1,0 +1,208 @@
+"""``/health`` and ``/metrics`` on one small HTTP server, plus the sampler that feeds them.
+
+The sampler runs in the relay's event loop every few seconds: it pings Redis,
+probes Centrifugo with an empty batch, and reads depth, in-flight count and lag
+of the shards this relay owns into the gauges. ``/health`` answers from the last
+sample (200 or 503 with the problems listed), so a health check never waits on
+Redis or Centrifugo itself. The server runs in a daemon thread and binds to
+127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import attrs
+import redis.exceptions
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..connection import AsyncRedisClient
+from ..envelope import decode_envelope
+from ..exceptions import EnvelopeDecodeError, RelayFatalError
+from ..keys import Keyspace
+from .api import CentrifugoAPI, Verdict
+from .backoff import wait_for_event
+from .lease import LeaseKeeper
+from .metrics import RelayMetrics
+
+__all__ = ["HealthServer", "HealthState", "Sampler"]
+
+log = logging.getLogger("centrifugo_async.relay")
+
+
+@attrs.define
+class HealthState:
+    """The latest sample; read by the HTTP thread, written by the event loop."""
+
+    relay_id: str
+    redis_ok: bool = False
+    redis_error: str = ""
+    centrifugo_ok: bool = False
+    centrifugo_error: str = ""
+    stuck: dict[int, float] = attrs.Factory(dict)
+    """Owned shards whose oldest message waits longer than ``stuck_after`` (seconds)."""
+    owned: int = 0
+    sampled_at: float = 0.0
+
+    def report(self) -> tuple[bool, dict[str, Any]]:
+        problems = []
+        if not self.redis_ok:
+            problems.append(f"redis unreachable: {self.redis_error}")
+        if not self.centrifugo_ok:
+            problems.append(f"centrifugo unreachable: {self.centrifugo_error}")
+        problems.extend(
+            f"shard {shard} stuck: oldest message waits {lag:.1f}s"
+            for shard, lag in sorted(self.stuck.items())
+        )
+        body = {
+            "status": "ok" if not problems else "unhealthy",
+            "relay": self.relay_id,
+            "owned_shards": self.owned,
+            "problems": problems,
+            "sampled_at": self.sampled_at,
+        }
+        return not problems, body
+
+
+class Sampler:
+    def __init__(
+        self,
+        client: AsyncRedisClient,
+        api: CentrifugoAPI,
+        keyspace: Keyspace,
+        leases: LeaseKeeper,
+        metrics: RelayMetrics,
+        state: HealthState,
+        stuck_after: float,
+        interval: float,
+    ) -> None:
+        self._redis = client
+        self._api = api
+        self._keyspace = keyspace
+        self._leases = leases
+        self._metrics = metrics
+        self._state = state
+        self._stuck_after = stuck_after
+        self._interval = interval
+        self._exported: set[int] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.sample()
+            await wait_for_event(stop, self._interval)
+
+    async def sample(self) -> None:
+        state = self._state
+        try:
+            result = await self._api.check()
+            state.centrifugo_ok = result.verdict is Verdict.REPLIES
+            state.centrifugo_error = result.reason
+        except RelayFatalError as exc:
+            state.centrifugo_ok, state.centrifugo_error = False, str(exc)
+        held = self._leases.held_shards()
+        try:
+            depths = await self._shard_depths(held)
+            state.redis_ok, state.redis_error = True, ""
+        except redis.exceptions.RedisError as exc:
+            state.redis_ok, state.redis_error = False, str(exc)
+            depths = {}
+        now_ms = time.time_ns() // 1_000_000
+        stuck = {}
+        for shard, (queued, in_flight, head) in depths.items():
+            lag = max(0.0, (now_ms - head) / 1000) if head is not None else 0.0
+            label = str(shard)
+            self._metrics.queue_depth.labels(label).set(queued)
+            self._metrics.in_flight.labels(label).set(in_flight)
+            self._metrics.lag.labels(label).set(lag)
+            self._metrics.lease_owned.labels(label).set(1)
+            if lag > self._stuck_after:
+                stuck[shard] = lag
+        for shard in self._exported - set(depths):
+            self._metrics.forget_shard(shard)
+        self._exported = set(depths)
+        state.stuck = stuck
+        state.owned = len(held)
+        state.sampled_at = time.time()
+
+    async def _shard_depths(self, shards: list[int]) -> dict[int, tuple[int, int, int | None]]:
+        """Per owned shard: queued, in flight, ts of the oldest waiting message."""
+        await self._redis.ping()
+        if not shards:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for shard in shards:
+            keys = self._keyspace.shard(shard)
+            pipe.llen(keys.queue)
+            pipe.llen(keys.inflight)
+            pipe.lindex(keys.inflight, 0)
+            pipe.lindex(keys.queue, 0)
+        replies = await pipe.execute()
+        result = {}
+        for i, shard in enumerate(shards):
+            queued, in_flight, head_inflight, head_queue = replies[4 * i : 4 * i + 4]
+            result[shard] = (queued, in_flight, _ts(head_inflight or head_queue))
+        return result
+
+
+def _ts(raw: bytes | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return decode_envelope(raw, raw_data=True).ts
+    except EnvelopeDecodeError:
+        return None
+
+
+class HealthServer:
+    """Serves ``GET /metrics`` (Prometheus text) and ``GET /health`` (JSON)."""
+
+    def __init__(self, host: str, port: int, metrics: RelayMetrics, state: HealthState) -> None:
+        handler = _handler(metrics, state)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise RelayFatalError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror} "
+                "(choose another --metrics-port, or 0 to disable)"
+            ) from None
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("serving /metrics and /health port=%d", self.port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(metrics: RelayMetrics, state: HealthState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
+            elif self.path == "/health":
+                healthy, body = state.report()
+                self._send(200 if healthy else 503, "application/json", json.dumps(body).encode())
+            else:
+                self._send(404, "text/plain", b"not found\n")
+
+        def _send(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # scrapes every few seconds would drown the relay's own log
+
+    return Handler

@@ -1,0 +1,178 @@
+"""A small HTTP/1.1 keep-alive client: POST a body to one server, get ``(status, body)``.
+
+Why the relay does not use httpx for its own requests: measured on the benchmark
+machine (``docs/performance.md``), one httpx request costs 0.7-1 ms of CPU (the
+httpcore, h11 and anyio layers, two ``send()`` calls per request, and a failed
+``import sniffio`` on every request when that package is absent); this client
+costs about 0.06 ms. When traffic is light the relay sends one request per
+message, so that cost *is* its CPU budget and, once the event loop saturates,
+its latency. httpx stays for ``https://`` URLs and for tests that inject a
+transport.
+
+Scope: plain ``http://``, ``POST`` only, responses with ``Content-Length``,
+chunked encoding or read-until-close. One request per connection at a time;
+idle connections are kept for reuse. Every failure (refused, reset, timeout,
+malformed or truncated response) raises ``HTTPTransportError`` and closes the
+connection; the caller decides whether to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+__all__ = ["HTTPTransportError", "KeepAliveClient"]
+
+_MAX_HEADER_BYTES = 64 * 1024
+
+
+class HTTPTransportError(Exception):
+    """The request may or may not have reached the server; no usable response came back."""
+
+
+_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class KeepAliveClient:
+    """POST to one ``http://host:port`` server over a pool of keep-alive connections."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout: float,
+        connect_timeout: float,
+        max_idle: int = 64,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"KeepAliveClient needs an http:// URL, got {base_url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.base_path = parts.path.rstrip("/")
+        host_header = parts.netloc.rpartition("@")[2]
+        fixed = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self._fixed_headers = f"Host: {host_header}\r\n{fixed}".encode("latin-1")
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._max_idle = max_idle
+        self._idle: list[_Connection] = []
+        self._closed = False
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """``POST base_path + path`` with ``body``; returns the status and the response body."""
+        request = b"".join(
+            (
+                f"POST {self.base_path}{path} HTTP/1.1\r\n".encode("latin-1"),
+                self._fixed_headers,
+                b"Content-Length: %d\r\n\r\n" % len(body),
+                body,
+            )
+        )
+        connection: _Connection | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                connection = self._take_idle() or await self._connect()
+                reader, writer = connection
+                writer.write(request)
+                status, body, keep_alive = await _read_response(reader)
+        except (OSError, EOFError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
+            if connection is not None:
+                _close(connection)
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                reason = f"no response within {self.timeout}s"
+            raise HTTPTransportError(f"{type(exc).__name__}: {reason}") from exc
+        except BaseException:
+            # Cancelled mid-request: the connection's state is unknown, drop it.
+            if connection is not None:
+                _close(connection)
+            raise
+        if keep_alive and not self._closed and len(self._idle) < self._max_idle:
+            self._idle.append(connection)
+        else:
+            _close(connection)
+        return status, body
+
+    def _take_idle(self) -> _Connection | None:
+        while self._idle:
+            reader, writer = self._idle.pop()
+            # The server may have closed it while idle (the event loop saw the EOF).
+            if reader.at_eof() or writer.is_closing():
+                _close((reader, writer))
+                continue
+            return reader, writer
+        return None
+
+    async def _connect(self) -> _Connection:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await asyncio.open_connection(self.host, self.port)
+        except TimeoutError:
+            raise ConnectionError(f"connect to {self.host}:{self.port} timed out") from None
+
+    async def aclose(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            _close(connection)
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """Status, body and whether the connection may be reused."""
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            raise ValueError("response headers too large") from None
+        if len(head) > _MAX_HEADER_BYTES:
+            raise ValueError("response headers too large")
+        status_line, _, header_block = head.partition(b"\r\n")
+        version, _, rest = status_line.partition(b" ")
+        if not version.startswith(b"HTTP/1."):
+            raise ValueError(f"not an HTTP/1.x response: {status_line[:80]!r}")
+        status = int(rest[:3])
+        if status >= 200 or status == 101:
+            break  # skip 1xx interim responses (100 Continue)
+    length: int | None = None
+    chunked = False
+    keep_alive = version == b"HTTP/1.1"
+    for line in header_block.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"connection":
+            token = value.strip().lower()
+            keep_alive = token == b"keep-alive" or (keep_alive and token != b"close")
+    if status in (204, 304):
+        return status, b"", keep_alive
+    if chunked:
+        return status, await _read_chunked(reader), keep_alive
+    if length is not None:
+        return status, await reader.readexactly(length), keep_alive
+    return status, await reader.read(), False
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            # Trailers (usually none) end with an empty line.
+            while await reader.readuntil(b"\r\n") != b"\r\n":
+                pass
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+def _close(connection: _Connection) -> None:
+    with contextlib.suppress(Exception):
+        connection[1].close()
