@@ -22,6 +22,7 @@ import httpx
 import msgspec
 
 from ..exceptions import CentrifugoAuthError, RelayFatalError
+from .http import HTTPTransportError, KeepAliveClient
 
 __all__ = [
     "TEMPORARY_ERROR_CODES",
@@ -90,6 +91,7 @@ class _PublishCommand(msgspec.Struct, omit_defaults=True):
     data: msgspec.Raw
     idempotency_key: str
     tags: dict[str, str] | None = None
+    version: int | None = None
 
 
 class _Command(msgspec.Struct):
@@ -101,11 +103,19 @@ _reply_decoder = msgspec.json.Decoder(_BatchReply)
 
 
 def publish_command(
-    channel: str, envelope: bytes, idempotency_key: str, tags: dict[str, str] | None
+    channel: str,
+    envelope: bytes,
+    idempotency_key: str,
+    tags: dict[str, str] | None,
+    version: int | None = None,
 ) -> bytes:
-    """One encoded ``{"publish": ...}`` command whose ``data`` is ``envelope`` verbatim."""
+    """One encoded ``{"publish": ...}`` command whose ``data`` is ``envelope`` verbatim.
+
+    ``version`` is Centrifugo's own publication version (channels with history
+    skip a publication whose version is not above the last one).
+    """
     return _encoder.encode(
-        _Command(_PublishCommand(channel, msgspec.Raw(envelope), idempotency_key, tags))
+        _Command(_PublishCommand(channel, msgspec.Raw(envelope), idempotency_key, tags, version))
     )
 
 
@@ -157,7 +167,12 @@ def _snippet(body: bytes) -> str:
 
 
 class CentrifugoAPI:
-    """A keep-alive HTTP client for one Centrifugo server API."""
+    """A keep-alive HTTP client for one Centrifugo server API.
+
+    Plain ``http://`` URLs use the relay's own ``KeepAliveClient`` (a tenth of
+    httpx's CPU per request, see ``http.py``); ``https://`` URLs and an injected
+    ``transport`` (tests) go through httpx. Both feed ``classify_response``.
+    """
 
     def __init__(
         self,
@@ -169,21 +184,39 @@ class CentrifugoAPI:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
-        self._client = httpx.AsyncClient(
-            headers={"X-API-Key": api_key, "Content-Type": "application/json"},
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            transport=transport,
-        )
+        headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
+        self._lean: KeepAliveClient | None = None
+        self._client: httpx.AsyncClient | None = None
+        if transport is None and self.api_url.startswith("http://"):
+            self._lean = KeepAliveClient(
+                self.api_url,
+                headers,
+                timeout=timeout,
+                connect_timeout=min(timeout, 2.0),
+                max_idle=max_connections,
+            )
+        else:
+            self._client = httpx.AsyncClient(
+                headers=headers,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
+                limits=httpx.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                ),
+                transport=transport,
+            )
 
     async def send_batch(self, commands: Sequence[bytes]) -> BatchResult:
         """POST ``commands`` to ``/batch`` with ``parallel: false`` and classify the answer."""
+        body = batch_body(commands)
+        if self._lean is not None:
+            try:
+                status, content = await self._lean.post("/batch", body)
+            except HTTPTransportError as exc:
+                return BatchResult(Verdict.RETRY, reason=str(exc))
+            return classify_response(status, content, len(commands))
+        assert self._client is not None
         try:
-            response = await self._client.post(
-                f"{self.api_url}/batch", content=batch_body(commands)
-            )
+            response = await self._client.post(f"{self.api_url}/batch", content=body)
         except httpx.TransportError as exc:
             return BatchResult(Verdict.RETRY, reason=f"{type(exc).__name__}: {exc}".rstrip(": "))
         return classify_response(response.status_code, response.content, len(commands))
@@ -193,4 +226,7 @@ class CentrifugoAPI:
         return await self.send_batch(())
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._lean is not None:
+            await self._lean.aclose()
+        if self._client is not None:
+            await self._client.aclose()
