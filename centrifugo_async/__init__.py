@@ -16,6 +16,7 @@ from .envelope import (
 from .exceptions import (
     CentrifugoAsyncError,
     CentrifugoAuthError,
+    ConfigError,
     EnvelopeDecodeError,
     InvalidMessage,
     PayloadTooLarge,
@@ -35,6 +36,7 @@ __all__ = [
     "AsyncPublisher",
     "CentrifugoAsyncError",
     "CentrifugoAuthError",
+    "ConfigError",
     "DeadLetter",
     "Envelope",
     "EnvelopeDecodeError",

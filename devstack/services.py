@@ -130,18 +130,37 @@ class _Server:
 
 
 class RedisServer(_Server):
-    """Debian's redis-server, no persistence, bound to loopback."""
+    """Debian's redis-server bound to loopback.
+
+    No persistence by default; ``persistent=True`` turns on the append-only file
+    (fsync on every write) so data survives a restart. ``password`` sets
+    ``requirepass``; ``url`` then carries it.
+    """
 
     name = "redis"
 
+    def __init__(
+        self, port: int | None = None, *, password: str | None = None, persistent: bool = False
+    ) -> None:
+        super().__init__(port)
+        self.password = password
+        self.persistent = persistent
+
     @property
     def url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{LOOPBACK}:{self.port}/0"
 
     def command(self) -> list[str]:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server not found: run scripts/setup")
+        durability = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.persistent
+            else ["--appendonly", "no"]
+        )
+        auth = ["--requirepass", self.password] if self.password else []
         return [
             binary,
             "--port",
@@ -150,8 +169,8 @@ class RedisServer(_Server):
             LOOPBACK,
             "--save",
             "",
-            "--appendonly",
-            "no",
+            *durability,
+            *auth,
             "--dir",
             str(self.workdir),
             "--protected-mode",
@@ -160,6 +179,10 @@ class RedisServer(_Server):
 
     def ready(self) -> bool:
         with socket.create_connection((LOOPBACK, self.port), timeout=0.5) as sock:
+            if self.password:
+                sock.sendall(f"AUTH {self.password}\r\n".encode())
+                if not sock.recv(16).startswith(b"+OK"):
+                    return False
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
 
