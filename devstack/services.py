@@ -72,7 +72,25 @@ def _wait_for(check: Any, what: str, timeout: float, process: subprocess.Popen[b
     raise TimeoutError(f"{what} did not become ready within {timeout}s")
 
 
-class _Server:
+class _Managed:
+    """``with`` starts it and closes it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class _Server(_Managed):
     """A subprocess that can be stopped and started again on the same port."""
 
     name = "server"
@@ -119,14 +137,6 @@ class _Server:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class RedisServer(_Server):
@@ -187,7 +197,7 @@ class RedisServer(_Server):
             return sock.recv(16).startswith(b"+PONG")
 
 
-class RedisCluster:
+class RedisCluster(_Managed):
     """A small Redis Cluster on loopback: ``nodes`` primaries, no replicas.
 
     Each node is a ``redis-server --cluster-enabled yes``; ``redis-cli --cluster
@@ -238,14 +248,6 @@ class RedisCluster:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class _ClusterNode(RedisServer):
