@@ -63,7 +63,7 @@ async def observed_relay(
 ) -> AsyncIterator[tuple[RelaySettings, str]]:
     """An in-process relay serving /metrics and /health on a free port."""
     settings = attrs.evolve(
-        relay_settings, metrics_port=free_port(), stuck_after=1.0, lease_ttl=1.5, shards=SHARDS
+        relay_settings, metrics_port=free_port(), stuck_after=1.0, shards=SHARDS
     )
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, stop=stop))
@@ -87,13 +87,14 @@ async def test_metrics_count_what_the_relay_did(
 
     def counted() -> bool:
         text = get(f"{base}/metrics")[1]
-        return metric(text, "centrifugo_async_messages_published_total") == 30
+        return metric(text, "centrifugo_async_messages_published_total") >= 30
 
+    # At least once: a batch repeated after a lease hiccup counts again.
     await eventually(counted)
     text = get(f"{base}/metrics")[1]
     assert metric(text, "centrifugo_async_messages_dead_lettered_total", reason="rejected") == 1
     assert metric(text, "centrifugo_async_messages_expired_total") == 1
-    assert metric(text, "centrifugo_async_enqueue_to_accept_seconds_count") == 30
+    assert metric(text, "centrifugo_async_enqueue_to_accept_seconds_count") >= 30
     assert metric(text, "centrifugo_async_batch_size_count") >= 1
     assert metric(text, "centrifugo_async_centrifugo_request_seconds_count") >= 1
     await eventually(
