@@ -189,3 +189,28 @@ export async function streamTop(devstack, channel) {
   if (reply.error) throw new Error(`history of ${channel}: ${JSON.stringify(reply.error)}`)
   return Number(reply.result.offset ?? 0)
 }
+
+/**
+ * The example app with its own stack (`python -m examples.app`: Redis,
+ * Centrifugo, the relay and the Starlette backend) on free ports; resolves with
+ * its URL, the relay's log path and `stop()`, which closes its stdin so it
+ * stops everything it started.
+ */
+export async function startExampleApp({ dbPath, timeoutMs = 90000 }) {
+  const { child, logs } = spawnLogged(
+    python,
+    ['-m', 'examples.app', '--port', '0', '--db', dbPath, '--until-stdin-closes'],
+    { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PYTHONUNBUFFERED: '1' } }
+  )
+  child.stdout.setEncoding('utf8')
+  const parse = line => line.match(/^open\s+(http:\/\/127\.0\.0\.1:\d+)/)?.[1]
+  const stop = () => stopChild(child, { closeStdin: true, graceMs: 40000 })
+  try {
+    const url = await firstLine(child, parse, 'example app', timeoutMs, logs)
+    const relayLog = logs().match(/^relay\s+pid \d+, log (\S+)/m)?.[1]
+    return { url, relayLog, logs, stop }
+  } catch (error) {
+    await stop()
+    throw error
+  }
+}

@@ -1,0 +1,111 @@
+"""Redis, Centrifugo and the relay on 127.0.0.1 for the example app, with the
+controls its page (and its end-to-end test) use to break things on purpose."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import ExitStack
+from types import TracebackType
+from typing import Any, Self
+
+import redis as redis_py
+
+from centrifugo_async import Keyspace
+from centrifugo_async.admin import collect_stats
+from devstack import DEV_API_KEY, CentrifugoServer, RedisServer, RelayProcess
+
+# A short lease so that a relay started after a SIGKILL takes the shards over
+# within a few seconds (the default, 10 s, is meant for production).
+RELAY_LEASE_TTL = "3"
+
+
+class LocalStack:
+    """Starts Redis, then Centrifugo, then the relay; ``close()`` stops them in reverse."""
+
+    def __init__(
+        self, *, shards: int, redis_port: int | None = None, centrifugo_port: int | None = None
+    ) -> None:
+        self.shards = shards
+        self.redis = RedisServer(redis_port)
+        self.centrifugo = CentrifugoServer(centrifugo_port)
+        self.relay = RelayProcess(
+            self.redis.url,
+            self.centrifugo.api_url,
+            DEV_API_KEY,
+            "--shards",
+            str(shards),
+            "--lease-ttl",
+            RELAY_LEASE_TTL,
+        )
+        self._exit = ExitStack()
+        self._lock = threading.Lock()
+        self._client: redis_py.Redis | None = None
+
+    def start(self) -> Self:
+        try:
+            self._exit.enter_context(self.redis)
+            self._exit.enter_context(self.centrifugo)
+            self._exit.callback(self.relay.close)
+            self._exit.callback(self.relay.stop)
+            self.relay.start()
+            self._client = redis_py.Redis.from_url(self.redis.url, socket_timeout=2)
+            self._exit.callback(self._client.close)
+        except BaseException:
+            self._exit.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        self._exit.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # The controls (StackControls in server.py). Blocking: the app calls them in a thread.
+
+    def relay_pid(self) -> int | None:
+        process = self.relay.process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def status(self) -> dict[str, Any]:
+        queues: dict[str, int] | None = None
+        if self._client is not None:
+            try:
+                stats = collect_stats(self._client, Keyspace(shards=self.shards))
+            except redis_py.RedisError:
+                pass
+            else:
+                queues = {
+                    "queued": sum(s.queued for s in stats),
+                    "in_flight": sum(s.in_flight for s in stats),
+                    "delivered": sum(s.delivered for s in stats),
+                    "dead_letters": sum(s.dead_letters for s in stats),
+                }
+        return {"relay_pid": self.relay_pid(), "queues": queues}
+
+    def kill_relay(self) -> None:
+        """SIGKILL: no goodbye, its leases expire and its in-flight batch waits in Redis."""
+        with self._lock:
+            if self.relay_pid() is not None:
+                self.relay.signal(signal.SIGKILL)
+                self.relay.wait(timeout=10)
+
+    def start_relay(self) -> None:
+        with self._lock:
+            if self.relay_pid() is None:
+                self.relay.start()
+
+    def restart_centrifugo(self) -> None:
+        """Stop Centrifugo (clients are disconnected) and start it on the same port.
+
+        It keeps history in memory, so the restarted one has a new stream epoch and
+        the page's subscription cannot recover: it reloads, which is the point.
+        """
+        with self._lock:
+            self.centrifugo.restart()

@@ -1,0 +1,233 @@
+// The price board: load the rows (with their versions) from the backend, then
+// keep them current from Centrifugo. syncSubscription orders the two (subscribe,
+// buffer, load, replay) and its version gate drops whatever is not newer than
+// what the page shows. `window.exampleApp` exposes the state for the e2e test.
+import { Centrifuge } from 'centrifuge'
+import { syncSubscription } from 'centrifugo-async-client'
+
+const objects = new Map() // key -> {key, version, data}
+const cards = new Map() // key -> the card element
+const $ = id => document.getElementById(id)
+
+const app = {
+  ready: false,
+  connection: 'disconnected',
+  sync: 'starting',
+  connects: 0,
+  loads: 0,
+  resyncs: [],
+  drops: [],
+  errors: [],
+  objects,
+  stats: () => ({ size: 0, accepted: 0, stale: 0, duplicate: 0, evicted: 0 }),
+  /** What the page shows, sorted by key: [{key, version, data}]. */
+  snapshot: () => [...objects.values()].sort(byKey)
+}
+window.exampleApp = app
+
+function byKey(a, b) {
+  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0
+}
+
+const formatPrice = cents => (Number.isInteger(cents) ? `$${(cents / 100).toFixed(2)}` : '—')
+
+function logEvent(text, kind = 'info') {
+  const item = document.createElement('li')
+  item.className = kind
+  item.textContent = `${new Date().toLocaleTimeString()}  ${text}`
+  const list = $('events')
+  list.prepend(item)
+  while (list.children.length > 12) list.lastChild.remove()
+}
+
+function setPill(id, state, text = state) {
+  const pill = $(id)
+  pill.dataset.state = state
+  pill.textContent = text
+}
+
+function setSync(state, text) {
+  app.sync = state
+  setPill('sync', state, text)
+}
+
+function renderStats() {
+  const stats = app.stats()
+  for (const name of ['accepted', 'stale', 'duplicate', 'evicted']) $(`stat-${name}`).textContent = stats[name]
+  $('stat-loads').textContent = app.loads
+}
+
+/** Create or refresh the card of one object; `flash` highlights a live update. */
+function renderCard({ key, version, data }, flash) {
+  let card = cards.get(key)
+  if (!card) {
+    card = document.createElement('article')
+    card.className = 'card'
+    card.innerHTML =
+      '<header><span class="name"></span><span class="version"></span></header>' +
+      '<div class="price"></div><footer class="key"></footer>'
+    cards.set(key, card)
+  }
+  card.dataset.key = key
+  card.dataset.version = String(version)
+  card.dataset.json = JSON.stringify(data)
+  card.querySelector('.name').textContent = data?.name ?? key
+  card.querySelector('.version').textContent = `v${version}`
+  card.querySelector('.price').textContent = formatPrice(data?.price_cents)
+  card.querySelector('.key').textContent = key
+  if (flash) {
+    card.classList.remove('flash')
+    void card.offsetWidth // restart the animation
+    card.classList.add('flash')
+  }
+  return card
+}
+
+function renderAll() {
+  for (const key of [...cards.keys()]) if (!objects.has(key)) cards.delete(key)
+  $('board').replaceChildren(...app.snapshot().map(object => renderCard(object, false)))
+  const select = $('product')
+  const selected = select.value
+  select.replaceChildren(
+    ...app.snapshot().map(({ key, data }) => new Option(data?.name ?? key, key, false, key === selected))
+  )
+  renderStats()
+}
+
+async function fetchJson(url, init) {
+  const response = await fetch(url, init)
+  const body = await response.json().catch(() => ({}))
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status} ${body.error ?? body.detail ?? ''}`)
+  return body
+}
+
+const post = (url, body = {}) =>
+  fetchJson(url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
+
+const config = await fetchJson('/api/config')
+// Short reconnect delays so the demo reacts quickly when Centrifugo comes back.
+const centrifuge = new Centrifuge(config.ws_url, { minReconnectDelay: 200, maxReconnectDelay: 3000 })
+const subscription = centrifuge.newSubscription(config.channel, { recoverable: true, positioned: true })
+
+centrifuge.on('connecting', ({ reason }) => {
+  if (app.connection === 'connected') logEvent(`connection lost (${reason}), reconnecting`, 'warn')
+  app.connection = 'connecting'
+  setPill('connection', 'connecting', 'connecting…')
+})
+centrifuge.on('connected', () => {
+  app.connection = 'connected'
+  app.connects++
+  setPill('connection', 'connected')
+  logEvent(app.connects === 1 ? 'connected' : 'reconnected')
+})
+centrifuge.on('disconnected', ({ reason }) => {
+  app.connection = 'disconnected'
+  setPill('connection', 'disconnected')
+  logEvent(`disconnected (${reason})`, 'warn')
+})
+subscription.on('subscribed', ({ wasRecovering, recovered }) => {
+  if (wasRecovering) logEvent(recovered ? 'resubscribed: missed updates recovered' : 'resubscribed: could not recover')
+})
+
+const synced = syncSubscription(subscription, {
+  // Read every row with its version and show it. Publications arriving
+  // meanwhile are buffered and replayed through the gate afterwards.
+  async load({ reason }) {
+    setSync('loading', `loading (${reason})`)
+    const { items } = await fetchJson('/api/state')
+    objects.clear()
+    for (const item of items) objects.set(item.key, item)
+    app.loads++
+    renderAll()
+    return { items }
+  }
+})
+app.stats = () => synced.gate.stats()
+
+synced.on('update', envelope => {
+  const object = { key: envelope.key, version: envelope.version, data: envelope.data }
+  const isNew = !objects.has(object.key)
+  objects.set(object.key, object)
+  if (isNew) renderAll()
+  else renderCard(object, true)
+  renderStats()
+})
+synced.on('drop', (envelope, { reason }) => {
+  app.drops.push({ key: envelope.key, version: envelope.version, reason })
+  renderStats()
+  // The gate forgot this key (its memory is bounded): reload to be safe.
+  if (reason === 'evicted') synced.resync('evicted')
+})
+synced.on('resync', ({ reason }) => {
+  app.resyncs.push(reason)
+  setSync('resyncing', `reloading (${reason})`)
+  logEvent(`reloading the board: ${reason}`, 'warn')
+})
+synced.on('ready', ({ reason }) => {
+  app.ready = true
+  setSync('live')
+  logEvent(reason === 'initial' ? `loaded ${objects.size} objects, live` : `reloaded (${reason}), live`)
+})
+synced.on('error', (error, context) => {
+  app.errors.push(`${context.phase}: ${error?.message ?? error}`)
+  logEvent(`${context.phase} error: ${error?.message ?? error}`, 'error')
+})
+
+// Actions.
+
+const run = async (what, action) => {
+  try {
+    await action()
+  } catch (error) {
+    logEvent(`${what} failed: ${error.message}`, 'error')
+  }
+}
+
+$('update-form').addEventListener('submit', event => {
+  event.preventDefault()
+  const form = new FormData(event.target)
+  const cents = Math.round(Number(form.get('price')) * 100)
+  run('save', async () => {
+    const { key, version } = await post(`/api/objects/${encodeURIComponent(form.get('key'))}`, { price_cents: cents })
+    logEvent(`saved ${key} at v${version}`)
+  })
+})
+$('burst').addEventListener('click', () =>
+  run('burst', async () => {
+    const { updated, not_published } = await post('/api/burst?n=200')
+    logEvent(`burst: ${updated} updates committed${not_published ? `, ${not_published} not published` : ''}`)
+  })
+)
+$('reconnect').addEventListener('click', () => {
+  centrifuge.disconnect()
+  centrifuge.connect()
+})
+
+async function refreshStack() {
+  const { relay_pid, queues } = await fetchJson('/api/stack')
+  const relay = relay_pid ? `relay running (pid ${relay_pid})` : 'relay stopped'
+  const backlog = queues ? ` · queued ${queues.queued} · in flight ${queues.in_flight} · delivered ${queues.delivered}` : ''
+  $('stack').textContent = relay + backlog
+}
+
+if (config.controls) {
+  $('controls').hidden = false
+  for (const button of document.querySelectorAll('[data-action]')) {
+    button.addEventListener('click', () =>
+      run(button.dataset.action, async () => {
+        button.disabled = true
+        logEvent(`${button.textContent.toLowerCase()}…`)
+        try {
+          await post(`/api/stack/${button.dataset.action}`)
+          await refreshStack()
+        } finally {
+          button.disabled = false
+        }
+      })
+    )
+  }
+  const poll = () => refreshStack().catch(() => {}).finally(() => setTimeout(poll, 1000))
+  poll()
+}
+
+centrifuge.connect()

@@ -1,0 +1,269 @@
+/**
+ * The example app (examples/app: Starlette + SQLite + AsyncPublisher, with its
+ * own Redis, Centrifugo and relay) end to end in headless Chromium. A burst of
+ * updates races the page's initial load; then, while updates keep coming, the
+ * relay is SIGKILLed and started again and Centrifugo is restarted, so the
+ * page's WebSocket reconnects and its subscription cannot recover (history is
+ * in memory). The DOM must end up showing exactly what SQLite holds.
+ */
+import assert from 'node:assert/strict'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+
+import { chromium } from 'playwright-core'
+
+import { runPython, startExampleApp, withTimeout } from './support/services.js'
+import { settle, waitFor } from './support/wait.js'
+
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync'
+]
+const BURST = 200
+const BURST_CONCURRENCY = 8
+
+const READ_DATABASE = `
+import json, sqlite3, sys
+db = sqlite3.connect(json.load(sys.stdin)["db"])
+rows = db.execute("SELECT key, version, data FROM objects ORDER BY key").fetchall()
+json.dump([{"key": k, "version": v, "data": json.loads(d)} for k, v, d in rows], sys.stdout)
+`
+
+const formatPrice = cents => `$${(cents / 100).toFixed(2)}`
+
+describe('example app e2e: price board in headless Chromium', { timeout: 240000 }, () => {
+  const workdir = mkdtempSync(join(tmpdir(), 'ca-app-e2e-'))
+  const dbPath = join(workdir, 'app.sqlite3')
+  let app
+  let context
+  let page
+  let productKeys = []
+  const pageProblems = []
+
+  before(async () => {
+    app = await startExampleApp({ dbPath })
+    context = await withTimeout(
+      chromium.launchPersistentContext(join(workdir, 'profile'), {
+        executablePath: CHROMIUM,
+        headless: true,
+        args: CHROMIUM_ARGS,
+        timeout: 60000
+      }),
+      70000,
+      'Chromium to start'
+    )
+    page = context.pages()[0] ?? (await context.newPage())
+    page.setDefaultTimeout(30000)
+    page.on('pageerror', error => pageProblems.push(`pageerror: ${error.message}`))
+    page.on('response', response => {
+      if (response.status() >= 400) pageProblems.push(`HTTP ${response.status()}: ${response.url()}`)
+    })
+  })
+
+  after(async () => {
+    await withTimeout(context?.close() ?? Promise.resolve(), 20000, 'Chromium to close').catch(() => {})
+    await app?.stop()
+    rmSync(workdir, { recursive: true, force: true })
+  })
+
+  const post = async (path, body = {}) => {
+    const response = await fetch(`${app.url}${path}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(30000)
+    })
+    const reply = await response.json()
+    assert.equal(response.status, 200, `${path}: ${JSON.stringify(reply)}`)
+    return reply
+  }
+
+  const stackStatus = async () => (await fetch(`${app.url}/api/stack`, { signal: AbortSignal.timeout(10000) })).json()
+
+  /** SQLite's rows, read straight from the file (not through the app). */
+  const databaseRows = () => runPython(READ_DATABASE, { db: dbPath })
+
+  /** What a person sees, per card: key, version, name, price, and the data behind it. */
+  const shownOnPage = () =>
+    page.$$eval('#board .card', cards =>
+      cards.map(card => ({
+        key: card.querySelector('.key').textContent,
+        version: card.querySelector('.version').textContent,
+        name: card.querySelector('.name').textContent,
+        price: card.querySelector('.price').textContent,
+        data: JSON.parse(card.dataset.json)
+      }))
+    )
+
+  const expectedOnPage = rows =>
+    rows.map(({ key, version, data }) => ({
+      key,
+      version: `v${version}`,
+      name: data.name,
+      price: formatPrice(data.price_cents),
+      data
+    }))
+
+  /** With writes stopped: wait (bounded) until the DOM shows exactly SQLite's rows, and assert it. */
+  const assertPageShowsDatabase = async what => {
+    const rows = await databaseRows()
+    assert.equal(rows.length, 20, 'the seeded price board has 20 objects')
+    const expected = expectedOnPage(rows)
+    let shown
+    await waitFor(() => JSON.stringify(shown) === JSON.stringify(expected), {
+      timeoutMs: 30000,
+      intervalMs: 100,
+      what,
+      poll: async () => {
+        shown = await shownOnPage()
+      }
+    }).catch(() => {})
+    assert.deepEqual(shown, expected, `${what}\n${pageProblems.join('\n')}`)
+    return rows
+  }
+
+  /** Price updates from two concurrent clients until `stop()`; counts them, and rethrows a failed one. */
+  const startWriter = () => {
+    let stopped = false
+    let count = 0
+    const client = async () => {
+      while (!stopped) {
+        const key = productKeys[Math.floor(Math.random() * productKeys.length)]
+        await post(`/api/objects/${key}`, { price_cents: 50 + 5 * Math.floor(Math.random() * 200) })
+        count++
+        await settle(20)
+      }
+    }
+    let failure
+    const clients = Promise.all([client(), client()]).catch(error => {
+      failure = error
+      stopped = true
+    })
+    const check = () => {
+      if (failure) throw failure
+      return count
+    }
+    return {
+      count: check,
+      stop: async () => {
+        stopped = true
+        await clients
+        return check()
+      }
+    }
+  }
+
+  test('the page shows the database after a burst, a relay SIGKILL + restart and a Centrifugo restart', async t => {
+    let finished = false
+    t.after(async () => {
+      if (finished) return
+      const state = await page
+        .evaluate(() => ({
+          stats: window.exampleApp?.stats(),
+          connection: window.exampleApp?.connection,
+          sync: window.exampleApp?.sync,
+          resyncs: window.exampleApp?.resyncs,
+          errors: window.exampleApp?.errors
+        }))
+        .catch(error => `unavailable: ${error.message}`)
+      t.diagnostic(`page ${JSON.stringify(state)}\nproblems ${pageProblems.join('\n')}`)
+      t.diagnostic(`app log tail:\n${app.logs().slice(-3000)}`)
+      if (app.relayLog && existsSync(app.relayLog)) {
+        t.diagnostic(`relay log tail:\n${readFileSync(app.relayLog, 'utf8').slice(-3000)}`)
+      }
+    })
+    productKeys = (await databaseRows()).map(row => row.key)
+    assert.equal(productKeys.length, 20)
+
+    // 1. A burst of 200 updates across the 20 objects races the page's initial load.
+    const navigation = page.goto(app.url)
+    const burst = (async () => {
+      let next = 0
+      const client = async () => {
+        for (let i = next++; i < BURST; i = next++) {
+          const key = productKeys[i % productKeys.length]
+          await post(`/api/objects/${key}`, { price_cents: 100 + 5 * i })
+        }
+      }
+      await Promise.all(Array.from({ length: BURST_CONCURRENCY }, client))
+    })()
+    await Promise.all([navigation, burst])
+    await page.waitForFunction(() => window.exampleApp?.ready === true)
+    const afterBurst = await assertPageShowsDatabase('the page to show the database after the burst')
+    assert.equal(
+      afterBurst.reduce((sum, row) => sum + row.version, 0),
+      20 + BURST,
+      'every object was seeded at version 1 and bumped once per update'
+    )
+
+    // 2. Updates keep coming while the relay is killed and started again.
+    const writer = startWriter()
+    try {
+      const killed = await post('/api/stack/relay/kill')
+      assert.equal(killed.relay_pid, null, 'the relay is gone')
+      const before = writer.count()
+      await waitFor(() => writer.count() >= before + 20, { timeoutMs: 30000, what: 'updates while the relay is dead' })
+      const backlog = await stackStatus()
+      assert.ok(backlog.queues.queued > 0, `updates wait in Redis while no relay runs: ${JSON.stringify(backlog)}`)
+      const restarted = await post('/api/stack/relay/start')
+      assert.ok(restarted.relay_pid > 0, 'a new relay runs')
+
+      // 3. Centrifugo restarts: the page's WebSocket reconnects and, as the
+      // history was in memory, its subscription cannot recover and reloads.
+      const seen = await page.evaluate(() => ({
+        connects: window.exampleApp.connects,
+        resyncs: window.exampleApp.resyncs.length
+      }))
+      await post('/api/stack/centrifugo/restart')
+      await page.waitForFunction(
+        ({ connects, resyncs }) =>
+          window.exampleApp.connects > connects &&
+          window.exampleApp.resyncs.length > resyncs &&
+          window.exampleApp.sync === 'live',
+        seen,
+        { timeout: 30000 }
+      )
+      const more = writer.count()
+      await waitFor(() => writer.count() >= more + 20, { timeoutMs: 30000, what: 'updates after the reconnect' })
+    } finally {
+      await writer.stop()
+    }
+
+    // 4. Writes stopped: the page converges on SQLite's state.
+    await assertPageShowsDatabase('the page to show the database after the relay restart and the reconnect')
+    const final = await page.evaluate(() => ({
+      resyncs: window.exampleApp.resyncs,
+      errors: window.exampleApp.errors,
+      connection: window.exampleApp.connection,
+      stats: window.exampleApp.stats()
+    }))
+    assert.ok(final.resyncs.includes('recovery-failed'), `the page reloaded after the restart: ${JSON.stringify(final)}`)
+    assert.equal(final.connection, 'connected')
+    assert.deepEqual(final.errors, [])
+    const statsText = await page.$eval('#stat-accepted', element => element.textContent)
+    assert.equal(statsText, String(final.stats.accepted), 'the gate counters are on the page')
+
+    // Everything that was queued was delivered, nothing dead-lettered.
+    let status
+    await waitFor(() => status?.queues?.queued === 0 && status.queues.in_flight === 0, {
+      timeoutMs: 30000,
+      intervalMs: 200,
+      what: 'the queues to drain',
+      poll: async () => {
+        status = await stackStatus()
+      }
+    })
+    assert.equal(status.queues.dead_letters, 0)
+    assert.deepEqual(pageProblems, [])
+    finished = true
+  })
+})
