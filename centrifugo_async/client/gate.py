@@ -115,16 +115,17 @@ def _check_version(version: int) -> None:
 class VersionGate:
     """Remembers the newest version per key and decides which updates to apply.
 
-    >>> gate = VersionGate()
-    >>> gate.seed("doc:1", 3)
-    >>> gate.check("doc:1", 4)
-    Decision(accepted=True, reason='newer')
-    >>> gate.check("doc:1", 4)
-    Decision(accepted=False, reason='duplicate')
-
     Recording a version (``seed``, or an accepted update) makes the key the most
     recently used; a dropped update does not. Not thread-safe: use it from one
     event loop/thread.
+
+    Examples:
+        >>> gate = VersionGate()
+        >>> gate.seed("doc:1", 3)
+        >>> gate.check("doc:1", 4)
+        Decision(accepted=True, reason='newer')
+        >>> gate.check("doc:1", 4)
+        Decision(accepted=False, reason='duplicate')
     """
 
     def __init__(self, max_keys: int = 10_000, evicted_filter_bits: int = 1 << 16) -> None:
@@ -133,6 +134,7 @@ class VersionGate:
         if evicted_filter_bits < 1:
             raise ValueError("evicted_filter_bits must be >= 1")
         self.max_keys = max_keys
+        """The most keys remembered; the least recently used are forgotten beyond it."""
         self._known: OrderedDict[str, int] = OrderedDict()
         self._evicted = _EvictedKeys(evicted_filter_bits)
         self._accepted = 0
@@ -185,6 +187,7 @@ class VersionGate:
         self._evicted.clear()
 
     def stats(self) -> GateStats:
+        """The gate's counters and its current size (see ``GateStats``)."""
         return GateStats(
             size=len(self._known),
             accepted=self._accepted,

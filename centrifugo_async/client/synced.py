@@ -86,7 +86,9 @@ class SubscriptionLost(CentrifugoAsyncError):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"subscription ended: {reason} (code {code})")
         self.code = code
+        """The unsubscribe code centrifuge-python reported."""
         self.reason = reason
+        """The unsubscribe reason centrifuge-python reported."""
 
 
 class _SyncRequest:
@@ -263,8 +265,11 @@ class SyncedSubscription:
         if retry_initial <= 0 or retry_max < retry_initial:
             raise ValueError("need 0 < retry_initial <= retry_max")
         self.client = client
+        """The centrifuge-python ``Client`` the subscription belongs to."""
         self.channel = channel
+        """The channel of envelopes this helper follows."""
         self.gate = gate if gate is not None else VersionGate()
+        """The ``VersionGate`` that decides every update (pass your own with ``gate=``)."""
         self._load = load
         self._on_update = on_update
         self._on_drop = on_drop
