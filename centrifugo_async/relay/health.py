@@ -41,6 +41,8 @@ class HealthState:
     """The latest sample; read by the HTTP thread, written by the event loop."""
 
     relay_id: str
+    phase: str = "starting: checking Centrifugo and Redis"
+    """What the relay is doing before its first sample (then "running")."""
     redis_ok: bool = False
     redis_error: str = ""
     centrifugo_ok: bool = False
@@ -52,10 +54,10 @@ class HealthState:
 
     def report(self) -> tuple[bool, dict[str, Any]]:
         problems = []
-        if not self.redis_ok:
-            problems.append(f"redis unreachable: {self.redis_error}")
-        if not self.centrifugo_ok:
-            problems.append(f"centrifugo unreachable: {self.centrifugo_error}")
+        if not self.sampled_at:
+            problems.append(self.phase)
+        else:
+            problems.extend(self._reachability())
         problems.extend(
             f"shard {shard} stuck: oldest message waits {lag:.1f}s"
             for shard, lag in sorted(self.stuck.items())
@@ -63,11 +65,20 @@ class HealthState:
         body = {
             "status": "ok" if not problems else "unhealthy",
             "relay": self.relay_id,
+            "phase": self.phase,
             "owned_shards": self.owned,
             "problems": problems,
             "sampled_at": self.sampled_at,
         }
         return not problems, body
+
+    def _reachability(self) -> list[str]:
+        problems = []
+        if not self.redis_ok:
+            problems.append(f"redis unreachable: {self.redis_error}")
+        if not self.centrifugo_ok:
+            problems.append(f"centrifugo unreachable: {self.centrifugo_error}")
+        return problems
 
 
 class Sampler:

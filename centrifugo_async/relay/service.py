@@ -72,7 +72,9 @@ async def serve(
         deadline = time.monotonic() + startup_timeout
         await _check_centrifugo(api, settings, deadline, stop)
         while not stop.is_set():
+            health.phase = "starting: waiting for the shard count to be recorded"
             keyspace = await _resolve_keyspace(client, settings, deadline, stop)
+            health.phase = "running"
             observed = _Observed(metrics, health)
             if keyspace is None or not await _run(client, api, keyspace, settings, stop, observed):
                 break
