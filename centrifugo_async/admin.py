@@ -48,6 +48,8 @@ def recorded_keyspace(client: SyncRedisClient, prefix: str) -> Keyspace:
 
 @attrs.frozen
 class ShardStats:
+    """One shard at one moment, as ``centrifugo-async stats`` shows it."""
+
     shard: int
     queued: int
     in_flight: int
@@ -151,6 +153,8 @@ def _age_ms(raw: bytes | None, now_ms: int) -> int | None:
 
 @attrs.frozen
 class DeadLetterEntry:
+    """One entry of a shard's dead-letter list, parsed if possible."""
+
     shard: int
     raw: bytes
     letter: DeadLetter | None
@@ -191,6 +195,8 @@ def matches(entry: DeadLetterEntry, channel: str | None, error: str | None) -> b
 
 @attrs.define
 class ReplayReport:
+    """What ``replay_dead_letters`` did (or would do, in a dry run)."""
+
     matched: int = 0
     replayed: int = 0
     skipped: list[str] = attrs.Factory(list)

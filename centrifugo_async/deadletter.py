@@ -19,6 +19,8 @@ __all__ = ["DeadLetter", "decode_dead_letter", "encode_dead_letter"]
 
 
 class DeadLetter(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Why a message was not delivered, with the message itself."""
+
     shard: int
     ts: int
     """When it was dead-lettered, milliseconds since the epoch."""
@@ -44,6 +46,7 @@ class DeadLetter(msgspec.Struct, frozen=True, omit_defaults=True):
         channel: str | None = None,
         relay: str | None = None,
     ) -> DeadLetter:
+        """A record for the list entry ``raw``, timestamped now."""
         try:
             text, b64 = raw.decode("utf-8"), None
         except UnicodeDecodeError:
@@ -76,10 +79,12 @@ _decoder = msgspec.json.Decoder(DeadLetter)
 
 
 def encode_dead_letter(letter: DeadLetter) -> bytes:
+    """The JSON bytes stored in a ``dlq`` list."""
     return _encoder.encode(letter)
 
 
 def decode_dead_letter(raw: bytes) -> DeadLetter:
+    """Parse a ``dlq`` list entry; raises ``EnvelopeDecodeError`` if it is not a record."""
     try:
         return _decoder.decode(raw)
     except msgspec.DecodeError as exc:

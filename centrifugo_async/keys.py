@@ -64,16 +64,20 @@ class Keyspace:
 
     @property
     def meta(self) -> str:
+        """The hash recording the shard count of this prefix."""
         return f"{{{self.prefix}}}:meta"
 
     @property
     def relays(self) -> str:
+        """The sorted set of live relays (the relay group)."""
         return f"{{{self.prefix}}}:relays"
 
     def shard(self, index: int) -> ShardKeys:
+        """The key names of shard ``index``."""
         return self._shard_keys[index]
 
     def all_shards(self) -> tuple[ShardKeys, ...]:
+        """The key names of every shard, in index order."""
         return self._shard_keys
 
     def _build(self, index: int) -> ShardKeys:

@@ -153,6 +153,7 @@ class Publisher(_PublisherBase):
             raise translate_redis_error(exc) from exc
 
     def close(self) -> None:
+        """Close the connection pool if this publisher created it (``from_url``)."""
         if self._owns_client:
             self._redis.close()
 
@@ -251,6 +252,7 @@ class AsyncPublisher(_PublisherBase):
             raise translate_redis_error(exc) from exc
 
     async def close(self) -> None:
+        """Close the connection pool if this publisher created it (``from_url``)."""
         if self._owns_client:
             await self._redis.aclose()
 

@@ -15,6 +15,7 @@ input for deciding what to retry, what to dead-letter and when to stop::
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 
 import attrs
@@ -63,6 +64,10 @@ class ReplyStatus:
     @property
     def temporary(self) -> bool:
         return self.code in TEMPORARY_ERROR_CODES
+
+
+_ACCEPTED = ReplyStatus()
+"""Shared by every accepted reply (frozen), instead of one object per message."""
 
 
 @attrs.frozen
@@ -114,9 +119,26 @@ def publish_command(
     ``version`` is Centrifugo's own publication version (channels with history
     skip a publication whose version is not above the last one).
     """
+    if tags is None and version is None:
+        # The common case, once per message on the hot path: splice the bytes
+        # (half the cost of building and encoding the structs; same output).
+        return b"".join(
+            (
+                _command_head(channel),
+                envelope,
+                b',"idempotency_key":',
+                _encoder.encode(idempotency_key),
+                b"}}",
+            )
+        )
     return _encoder.encode(
         _Command(_PublishCommand(channel, msgspec.Raw(envelope), idempotency_key, tags, version))
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _command_head(channel: str) -> bytes:
+    return b'{"publish":{"channel":' + _encoder.encode(channel) + b',"data":'
 
 
 def batch_body(commands: Sequence[bytes]) -> bytes:
@@ -156,8 +178,7 @@ def classify_response(status: int, body: bytes, expected: int) -> BatchResult:
     return BatchResult(
         Verdict.REPLIES,
         tuple(
-            ReplyStatus(r.error.code, r.error.message) if r.error else ReplyStatus()
-            for r in replies
+            ReplyStatus(r.error.code, r.error.message) if r.error else _ACCEPTED for r in replies
         ),
     )
 

@@ -38,6 +38,8 @@ def retry_class(reason: str) -> str:
 
 
 class RelayMetrics:
+    """Every metric the relay exports, registered in one registry."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry

@@ -133,6 +133,7 @@ class RelaySettings:
 
     @property
     def lease_renew_interval(self) -> float:
+        """How often leases are renewed (a third of their TTL)."""
         return self.lease_ttl / 3
 
     def max_age_ms(self, channel: str, ttl_ms: int | None) -> int | None:
@@ -142,6 +143,7 @@ class RelaySettings:
         return _channel_rules(self.late_delivery, self.forward_version, channel)[0]
 
     def forwards_version(self, channel: str) -> bool:
+        """Whether publications to ``channel`` carry Centrifugo's ``version``."""
         return _channel_rules(self.late_delivery, self.forward_version, channel)[1]
 
 
