@@ -1,0 +1,184 @@
+"""``python -m bench``: the whole comparison, written as JSON, a markdown table and a chart.
+
+Full run (about 10 minutes on 2 cores): every system with 100,000 messages,
+latency at 1,000/s, 10,000/s and 80% of each system's maximum, the relay
+draining a backlog of 1,000,000, and the publisher alone. Writes
+``bench/results/run-<time>.json``, ``bench/results/latest.{json,md,png}`` and
+refreshes the table and chart in ``docs/performance.md``.
+
+``--quick`` is the smoke test the suite runs: a few thousand messages per
+system, no chart, no docs update; it checks that every system delivered every
+message and says nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from bench.harness import ROOT, Settings, all_systems, run_all
+from bench.procstats import machine
+from bench.report import render_markdown, update_docs, update_docs_profile, write_chart
+from bench.workload import Workload
+from devstack import find_centrifugo
+
+QUICK = Settings(
+    messages=2_000,
+    rates=(1000,),
+    fraction_of_max=None,
+    latency_seconds=0.5,
+    backlog=5_000,
+    publish_calls=500,
+    publish_many_envelopes=5_000,
+    balanced=False,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke test: small counts")
+    parser.add_argument("--messages", type=int, help="messages per throughput phase")
+    parser.add_argument("--latency-seconds", type=float, help="length of each latency phase")
+    parser.add_argument("--rates", type=int, nargs="*", help="fixed offered rates (msg/s)")
+    parser.add_argument("--backlog", type=int, help="relay backlog size for the RSS check")
+    parser.add_argument(
+        "--repeat", type=int, help="runs of each phase, the median is reported (default 1)"
+    )
+    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--payload-bytes", type=int, default=200)
+    parser.add_argument(
+        "--systems", nargs="*", help="only these systems (names as in the JSON, e.g. relay-16x1)"
+    )
+    parser.add_argument("--no-backlog", action="store_true")
+    parser.add_argument("--no-publisher", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--docs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="refresh docs/performance.md (default: on for full runs with every system)",
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy the movers (raw stacks)")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    base = QUICK if args.quick else Settings()
+    changes: dict[str, Any] = {
+        "workload": Workload(args.keys, args.payload_bytes),
+    }
+    if args.messages:
+        changes["messages"] = args.messages
+    if args.latency_seconds:
+        changes["latency_seconds"] = args.latency_seconds
+    if args.rates is not None:
+        changes["rates"] = tuple(args.rates)
+    if args.repeat:
+        changes["repeat"] = args.repeat
+    if args.backlog is not None:
+        changes["backlog"] = args.backlog
+    if args.profile:
+        changes["profile_dir"] = args.out / "profiles"
+    return attrs.evolve(base, **changes)
+
+
+def versions() -> dict[str, str]:
+    def output(*command: str) -> str:
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout
+        except OSError:
+            return ""
+
+    redis_server = shutil.which("redis-server") or "redis-server"
+    return {
+        "python": platform.python_version(),
+        "centrifugo": output(find_centrifugo(), "version").strip(),
+        "redis": output(redis_server, "--version").split(" v=")[-1].split()[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = settings_from(args)
+    systems = all_systems()
+    if args.systems:
+        unknown = set(args.systems) - {s.name for s in systems}
+        if unknown:
+            raise SystemExit(
+                f"unknown systems {sorted(unknown)}; known: {[s.name for s in systems]}"
+            )
+        systems = [s for s in systems if s.name in args.systems]
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    started = datetime.now(UTC)
+    begin = time.monotonic()
+    results: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "settings": {
+            "messages": settings.messages,
+            "rates": list(settings.rates),
+            "fraction_of_max": settings.fraction_of_max,
+            "latency_seconds": settings.latency_seconds,
+            "repeat": settings.repeat,
+            "backlog": settings.backlog,
+            "keys": settings.workload.keys,
+            "payload_bytes": settings.workload.payload_bytes,
+        },
+        "machine": {**machine(), **versions()},
+    }
+    results.update(
+        run_all(
+            systems,
+            settings,
+            logs,
+            backlog=not args.no_backlog,
+            publisher=not args.no_publisher,
+        )
+    )
+    results["machine"]["load_average_end"] = machine()["load_average"]
+    results["wall_seconds"] = round(time.monotonic() - begin, 1)
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    text = json.dumps(results, indent=2) + "\n"
+    (out / f"run-{stamp}.json").write_text(text)
+    (out / "latest.json").write_text(text)
+    markdown = render_markdown(results)
+    (out / "latest.md").write_text(markdown)
+    print(markdown)
+    full = not args.quick and not args.systems
+    if not args.quick:
+        write_chart(results, out / "latest.png")
+    if args.docs if args.docs is not None else full:
+        update_docs(markdown, out / "latest.png")
+    if args.profile and args.docs is not False:
+        update_docs_profile(out / "profiles" / "backlog.summary.txt", results["started"])
+    failures = [s["system"] for s in results["systems"] if "error" in s or not _complete(s)]
+    if failures:
+        print(f"incomplete: {failures}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _complete(system: dict[str, Any]) -> bool:
+    phases = [system.get("throughput", {}), *system.get("latency", [])]
+    return all(p.get("complete", "skipped" in p) for p in phases)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

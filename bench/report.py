@@ -1,0 +1,325 @@
+"""Turn a run's JSON into the markdown table, the target check and the PNG chart."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from bench.harness import ROOT
+
+DOCS = ROOT / "docs" / "performance.md"
+DOCS_CHART = ROOT / "docs" / "performance.png"
+BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
+HEADLINE = "relay-16x1"
+"""The relay as users run it by default (16 shards, one process): the targets use it."""
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value < 100:
+        return f"{value:.2f}"
+    return f"{value:,.0f}"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _per_message(backlog: dict[str, Any], seconds: float) -> str:
+    return f"{seconds * 1e6 / max(1, backlog['messages']):.1f} µs"
+
+
+def _latency(phase: dict[str, Any] | None) -> str:
+    if phase is None:
+        return "-"
+    if "skipped" in phase:
+        return "n/r"
+    lat = phase.get("latency_ms")
+    if not lat:
+        return "failed"
+    return f"{lat['p50']:.1f} / {lat['p99']:.1f} / {lat['max']:.0f}"
+
+
+def _by_rate(system: dict[str, Any], rate: int) -> dict[str, Any] | None:
+    return next((p for p in system.get("latency", []) if p.get("rate") == rate), None)
+
+
+def _extra_rate(system: dict[str, Any], fixed: list[int]) -> dict[str, Any] | None:
+    return next((p for p in system.get("latency", []) if p.get("rate") not in fixed), None)
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    settings = results["settings"]
+    fixed = settings["rates"]
+    m = results["machine"]
+    lines = [
+        f"Run {results['started']} on {m.get('cpu') or 'unknown CPU'}, {m['cores']} cores, "
+        f"{m['memory_gib']} GiB; Python {m['python']}, {m['centrifugo'] or 'Centrifugo'}, "
+        f"Redis {m['redis']}; load average {m['load_average']} at start, "
+        f"{m.get('load_average_end')} at end. {settings['messages']:,} messages per "
+        f"throughput phase, {settings['keys']:,} keys, {settings['payload_bytes']}-byte "
+        f"payloads; latency phases of {settings['latency_seconds']:g} s"
+        + (
+            f"; every phase run {settings['repeat']} times, the median run reported."
+            if settings.get("repeat", 1) > 1
+            else "."
+        ),
+        "",
+        _row(
+            ["system", "ordered", "accepted msg/s", "received msg/s", "inversions"]
+            + [f"p50 / p99 / max ms @ {r:,}/s" for r in fixed]
+            + ["p50 / p99 / max ms @ 80% of max", "mover CPU s", "mover peak RSS MB"]
+            + ["Centrifugo CPU s"]
+        ),
+        "|---|---|--:|--:|--:|" + "--:|" * len(fixed) + "--:|--:|--:|--:|",
+    ]
+    for s in results["systems"]:
+        if "error" in s:
+            lines.append(f"| {s['label']} | | error: {s['error'][:80]} |")
+            continue
+        t = s["throughput"]
+        extra = _extra_rate(s, fixed)
+        extra_cell = (
+            f"@ {extra['rate']:,}/s: {_latency(extra)}" if extra and "skipped" not in extra else "-"
+        )
+        cpu = t["cpu_seconds"]
+        mover_cpu = _num(cpu.get("mover")) if s["kind"] in ("naive", "relay") else s["mover"]
+        complete = "" if t.get("complete") else " (incomplete)"
+        lines.append(
+            _row(
+                [
+                    s["label"],
+                    "yes" if s["ordered"] else "no",
+                    f"{_num(t.get('accepted_per_s'))}{complete}",
+                    _num(t.get("received_per_s")),
+                    f"{t['inversions']:,}",
+                ]
+                + [_latency(_by_rate(s, r)) for r in fixed]
+                + [extra_cell, mover_cpu]
+                + [_num(s.get("mover_peak_rss_mb")) if s["kind"] in ("naive", "relay") else "-"]
+                + [_num(cpu.get("centrifugo"))]
+            )
+        )
+    lines += [
+        "",
+        "*accepted*: from the first enqueue to the last message accepted by Centrifugo; "
+        "*received*: to the last message received by the WebSocket subscriber. "
+        "*n/r*: not reachable (the offered rate is above what the system sustained). "
+        "CPU seconds are for the throughput phase; peak RSS is the kernel's high-water mark "
+        "(VmHWM) over the whole run.",
+    ]
+    lines += ["", *cpu_table(results)]
+    backlog = results.get("backlog")
+    if backlog:
+        lines += [
+            "",
+            f"**Relay draining a backlog** of {backlog['messages']:,} messages "
+            f"({backlog['shards']} shards, enqueued before the relay started): "
+            + (
+                f"error {backlog['error']}"
+                if "error" in backlog
+                else f"{_num(backlog['drain_per_s'])} msg/s, relay peak RSS "
+                f"{backlog['relay_peak_rss_mb']} MB; CPU per message: relay "
+                f"{_per_message(backlog, backlog['relay_cpu_seconds'])}, Centrifugo "
+                f"{_per_message(backlog, backlog['server_cpu_seconds']['centrifugo'])}, Redis "
+                f"{_per_message(backlog, backlog['server_cpu_seconds']['redis'])}"
+                + ("" if backlog["complete"] else " (incomplete)")
+            ),
+        ]
+    publisher = results.get("publisher")
+    if publisher:
+        lines += [
+            "",
+            f"**Publisher alone** (one process): `publish()` {_num(publisher['publish_per_s'])} "
+            f"round trips/s ({publisher['round_trips_per_publish']} round trips per call); "
+            f"`publish_many()` {_num(publisher['publish_many_envelopes_per_s'])} envelopes/s "
+            f"(batches of {publisher['publish_many_batch']:,}).",
+        ]
+    targets = check_targets(results)
+    if targets:
+        lines += ["", "| target | measured | met |", "|---|---|---|"]
+        lines += [f"| {name} | {measured} | {met} |" for name, measured, met in targets]
+    return "\n".join(lines) + "\n"
+
+
+ROLES = ("mover", "producer", "redis", "centrifugo", "subscriber")
+
+
+def cpu_table(results: dict[str, Any]) -> list[str]:
+    """CPU microseconds per message by role in the throughput phase: where the cores went."""
+    lines = [
+        "CPU µs per message in the throughput phase, by process (2 cores are shared by all):",
+        "",
+        "| system | " + " | ".join(ROLES) + " | total |",
+        "|---|" + "--:|" * (len(ROLES) + 1),
+    ]
+    for s in results["systems"]:
+        if "error" in s:
+            continue
+        t = s["throughput"]
+        per = {role: (t["cpu_seconds"].get(role) or 0) * 1e6 / t["messages"] for role in ROLES}
+        cells = [f"{per[role]:.1f}" if per[role] else "-" for role in ROLES]
+        lines.append(f"| {s['label']} | " + " | ".join(cells) + f" | {sum(per.values()):.1f} |")
+    return lines
+
+
+def check_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The issue's targets, as ratios within this run."""
+    systems = {s["system"]: s for s in results["systems"] if "error" not in s}
+
+    def rate(name: str) -> float | None:
+        s = systems.get(name)
+        return s["throughput"].get("accepted_per_s") if s else None
+
+    def verdict(ok: bool | None) -> str:
+        return "-" if ok is None else ("yes" if ok else "**no**")
+
+    relay = rate(HEADLINE)
+    rows: list[tuple[str, str, str]] = []
+    for other, goal, label in (
+        ("naive-ordered", 20.0, "relay ≥ 20x naive ordered worker"),
+        ("stream-ordered", 1.0, "relay ≥ built-in redis_stream, ordered (aim 1.5x)"),
+        ("ceiling", 0.6, "relay ≥ 60% of the ceiling"),
+    ):
+        base = rate(other)
+        if relay and base:
+            ratio = relay / base
+            rows.append((label, f"{ratio:.2f}x", verdict(ratio >= goal)))
+    backlog = results.get("backlog")
+    ceiling = rate("ceiling")
+    if backlog and backlog.get("drain_per_s") and ceiling:
+        ratio = backlog["drain_per_s"] / ceiling
+        rows.append(
+            (
+                "(context) relay draining a backlog, no producer running, vs the ceiling",
+                f"{ratio:.2f}x",
+                "-",
+            )
+        )
+    lat = _by_rate(systems[HEADLINE], 1000) if HEADLINE in systems else None
+    if lat and lat.get("latency_ms"):
+        p99 = lat["latency_ms"]["p99"]
+        rows.append(("relay p99 ≤ 5 ms at 1,000 msg/s", f"{p99:.2f} ms", verdict(p99 <= 5)))
+    publisher = results.get("publisher")
+    if publisher:
+        many = publisher["publish_many_envelopes_per_s"]
+        rows.append(("publish_many ≥ 100,000 envelopes/s", f"{many:,}", verdict(many >= 100_000)))
+        per_call = publisher["round_trips_per_publish"]
+        rows.append(
+            ("publish() = one round trip", f"{per_call} round trips/call", verdict(per_call <= 1.0))
+        )
+    if backlog and backlog.get("relay_peak_rss_mb") is not None:
+        rss = backlog["relay_peak_rss_mb"]
+        rows.append(
+            (
+                f"relay peak RSS ≤ 100 MB draining {backlog['messages']:,}",
+                f"{rss} MB",
+                verdict(rss <= 100),
+            )
+        )
+    return rows
+
+
+def write_chart(results: dict[str, Any], path: Path) -> None:
+    """Throughput by system, and latency percentiles at each fixed rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = [s for s in results["systems"] if "error" not in s]
+    labels = [s["label"] for s in systems]
+    rates = results["settings"]["rates"]
+    fig, axes = plt.subplots(
+        1,
+        1 + len(rates),
+        figsize=(6 + 4.5 * len(rates), 0.45 * len(systems) + 2.5),
+        sharey=True,
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1.4] + [1] * len(rates)},
+    )
+    positions = list(range(len(systems)))[::-1]
+    axes = axes[0]
+    ax = axes[0]
+    accepted = [s["throughput"].get("accepted_per_s") or 0 for s in systems]
+    received = [s["throughput"].get("received_per_s") or 0 for s in systems]
+    ax.barh([p + 0.2 for p in positions], accepted, height=0.4, label="to accepted")
+    ax.barh([p - 0.2 for p in positions], received, height=0.4, label="to subscriber")
+    ax.set_xscale("log")
+    ax.set_yticks(positions, labels)
+    ax.set_xlabel("messages/s (log scale)")
+    ax.set_title("Throughput")
+    ax.set_xlim(left=min([v for v in accepted + received if v] or [1000]) / 2)
+    ax.legend(loc="upper right", fontsize=8)
+    for p, value in zip(positions, accepted, strict=True):
+        if value:
+            ax.text(value, p + 0.2, f" {value:,.0f}", va="center", fontsize=7)
+    for ax, rate in zip(axes[1:], rates, strict=True):
+        for offset, (name, color) in zip(
+            (0.27, 0, -0.27),
+            (("p50", "tab:green"), ("p99", "tab:orange"), ("max", "tab:red")),
+            strict=True,
+        ):
+            values = []
+            for s in systems:
+                phase = _by_rate(s, rate)
+                lat = phase.get("latency_ms") if phase else None
+                values.append(lat[name] if lat else 0)
+            ax.barh([p + offset for p in positions], values, height=0.27, label=name, color=color)
+        ax.set_xscale("log")
+        for p, s in zip(positions, systems, strict=True):
+            phase = _by_rate(s, rate)
+            if phase is None or "skipped" in phase:
+                ax.text(
+                    0.02,
+                    p,
+                    "not reachable",
+                    transform=ax.get_yaxis_transform(),
+                    va="center",
+                    fontsize=8,
+                    color="gray",
+                )
+        ax.set_xlabel("ms, enqueue → subscriber (log scale)")
+        ax.set_title(f"Latency at {rate:,} msg/s")
+        ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle(
+        f"centrifugo-async benchmark, {results['started']} ({results['machine']['cores']} cores)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_docs(markdown: str, chart: Path) -> None:
+    """Put the latest table and chart into docs/performance.md (between the markers)."""
+    text = DOCS.read_text()
+    if BEGIN not in text or END not in text:
+        raise RuntimeError(f"{DOCS} lacks the {BEGIN} / {END} markers")
+    block = f"{BEGIN}\n\n{markdown}\n![benchmark chart](performance.png)\n\n{END}"
+    DOCS.write_text(
+        re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    )
+    DOCS_CHART.write_bytes(chart.read_bytes())
+
+
+PROFILE_BEGIN, PROFILE_END = "<!-- profile:begin -->", "<!-- profile:end -->"
+
+
+def update_docs_profile(summary: Path, started: str, top: int = 14) -> None:
+    """Put the top of a py-spy summary (relay draining a backlog) into docs/performance.md."""
+    if not summary.exists():
+        return
+    text = summary.read_text()
+    by_module, _, rest = text.partition("\nself %   function\n")
+    functions = rest.split("\n\n")[0].splitlines()[:top]
+    own = [*by_module.splitlines(), "", "self %   function", *functions]
+    block = (
+        f"{PROFILE_BEGIN}\n\nRun {started}, relay (16 shards) draining the backlog:\n\n"
+        "```text\n" + "\n".join(own) + "\n```\n\n" + PROFILE_END
+    )
+    text = DOCS.read_text()
+    pattern = re.escape(PROFILE_BEGIN) + ".*?" + re.escape(PROFILE_END)
+    DOCS.write_text(re.sub(pattern, lambda _: block, text, flags=re.S))

@@ -1,0 +1,60 @@
+"""The benchmark harness in ``--quick`` mode, as a smoke test.
+
+It runs every system of ``python -m bench`` on small counts against real Redis
+and Centrifugo and checks one thing: every system delivered every message.
+Timings vary with the machine and whatever else runs on it, so no threshold on
+speed or latency belongs here; ``docs/performance.md`` holds the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench")
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-docs", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert (out / "latest.json").exists(), completed.stderr[-4000:]
+    results: dict[str, Any] = json.loads((out / "latest.json").read_text())
+    results["_stderr"] = completed.stderr
+    results["_returncode"] = completed.returncode
+    return results
+
+
+def test_every_system_ran(quick_run: dict[str, Any]) -> None:
+    names = {s["system"] for s in quick_run["systems"]}
+    assert {"naive-ordered", "naive-parallel", "ceiling", "relay-16x1", "relay-1x2"} <= names
+    assert any(name.startswith("stream-") for name in names)
+    errors = {s["system"]: s["error"] for s in quick_run["systems"] if "error" in s}
+    assert not errors, quick_run["_stderr"][-4000:]
+
+
+def test_every_system_delivered_every_message(quick_run: dict[str, Any]) -> None:
+    incomplete = []
+    for system in quick_run["systems"]:
+        for phase in [system.get("throughput", {}), *system.get("latency", [])]:
+            if "skipped" in phase:
+                continue
+            count = phase.get("messages")
+            if not (phase.get("accepted", 0) >= count and phase.get("unique_received") == count):
+                incomplete.append((system["system"], phase.get("channel"), phase))
+    assert not incomplete
+    assert quick_run["backlog"]["complete"], quick_run["backlog"]
+    assert quick_run["_returncode"] == 0, quick_run["_stderr"][-4000:]
