@@ -12,22 +12,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 
-import { chromium } from 'playwright-core'
-
+import { openPage } from './support/browser.js'
 import { runPython, startExampleApp, withTimeout } from './support/services.js'
 import { settle, waitFor } from './support/wait.js'
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync'
-]
 const BURST = 200
 const BURST_CONCURRENCY = 8
 
@@ -51,22 +39,7 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
 
   before(async () => {
     app = await startExampleApp({ dbPath })
-    context = await withTimeout(
-      chromium.launchPersistentContext(join(workdir, 'profile'), {
-        executablePath: CHROMIUM,
-        headless: true,
-        args: CHROMIUM_ARGS,
-        timeout: 60000
-      }),
-      70000,
-      'Chromium to start'
-    )
-    page = context.pages()[0] ?? (await context.newPage())
-    page.setDefaultTimeout(30000)
-    page.on('pageerror', error => pageProblems.push(`pageerror: ${error.message}`))
-    page.on('response', response => {
-      if (response.status() >= 400) pageProblems.push(`HTTP ${response.status()}: ${response.url()}`)
-    })
+    ;({ context, page } = await openPage(workdir, pageProblems))
   })
 
   after(async () => {

@@ -12,22 +12,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 
-import { chromium } from 'playwright-core'
-
+import { openPage } from './support/browser.js'
 import { publishWithPython, startDemoBackend, startDevstack, withTimeout } from './support/services.js'
 import { waitFor } from './support/wait.js'
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync'
-]
 const KEYS = ['obj-1', 'obj-2', 'obj-3', 'obj-4', 'obj-5']
 const UPDATES_PER_KEY = 6
 
@@ -43,22 +31,7 @@ describe('browser e2e: demo page in headless Chromium', { timeout: 240000 }, () 
   before(async () => {
     devstack = await startDevstack({ shards: 4 })
     backend = await startDemoBackend(devstack, { dbPath: join(workdir, 'demo.sqlite3'), channel })
-    context = await withTimeout(
-      chromium.launchPersistentContext(join(workdir, 'profile'), {
-        executablePath: CHROMIUM,
-        headless: true,
-        args: CHROMIUM_ARGS,
-        timeout: 60000
-      }),
-      70000,
-      'Chromium to start'
-    )
-    page = context.pages()[0] ?? (await context.newPage())
-    page.setDefaultTimeout(30000)
-    page.on('pageerror', error => pageProblems.push(`pageerror: ${error.message}`))
-    page.on('response', response => {
-      if (response.status() >= 400) pageProblems.push(`HTTP ${response.status()}: ${response.url()}`)
-    })
+    ;({ context, page } = await openPage(workdir, pageProblems))
     page.on('console', message => {
       if (message.type() === 'error') pageProblems.push(`console: ${message.text()}`)
     })
