@@ -583,7 +583,7 @@ def summarize_profile(raw: Path, top: int = 25) -> None:
 
 
 def _module_of(frame: str) -> str:
-    """``decode_envelope (centrifugo_async/envelope.py)`` -> ``centrifugo_async/envelope.py``;
+    """``f (centrifugo_async/protocol/envelope.py)`` -> ``centrifugo_async/protocol/envelope.py``;
     third-party and standard-library files are grouped by package."""
     path = frame.rpartition("(")[2].rstrip(")")
     parts = path.split("/")

@@ -22,7 +22,7 @@ import signal
 
 import redis.asyncio
 
-from centrifugo_async.relay.http import KeepAliveClient
+from centrifugo_async.relay._http11 import KeepAliveClient
 
 
 async def work(

@@ -34,10 +34,11 @@ import redis
 
 from bench.workload import Workload, now_us, payload
 from centrifugo_async import Message, Publisher
-from centrifugo_async.envelope import Envelope, default_idempotency_key, encode_envelope
+from centrifugo_async._clock import now_ms
+from centrifugo_async.protocol.envelope import Envelope, default_idempotency_key, encode_envelope
+from centrifugo_async.protocol.routing import shard_for
+from centrifugo_async.relay._http11 import KeepAliveClient
 from centrifugo_async.relay.api import Verdict, batch_body, classify_response, publish_command
-from centrifugo_async.relay.http import KeepAliveClient
-from centrifugo_async.routing import shard_for
 
 _encoder = msgspec.json.Encoder()
 CHUNK = 10_000
@@ -162,7 +163,7 @@ class Ceiling:
             version=version,
             seq=self.seq[lane],
             shard=lane,
-            ts=time.time_ns() // 1_000_000,
+            ts=now_ms(),
             data={"key": key, "version": version, "t": T_PLACEHOLDER, "pad": self.pad},
         )
         idempotency_key = default_idempotency_key(self.args.channel, key, version)

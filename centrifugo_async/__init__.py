@@ -4,15 +4,6 @@ Publish from a backend with ``Publisher`` / ``AsyncPublisher``; run the relay wi
 ``centrifugo-async relay`` (or ``centrifugo_async.relay.serve``).
 """
 
-from .deadletter import DeadLetter
-from .envelope import (
-    ENVELOPE_VERSION,
-    MAX_OBJECT_VERSION,
-    Envelope,
-    decode_envelope,
-    default_idempotency_key,
-    encode_envelope,
-)
 from .exceptions import (
     CentrifugoAsyncError,
     CentrifugoAuthError,
@@ -22,12 +13,24 @@ from .exceptions import (
     PayloadTooLarge,
     QueueUnavailable,
     RelayFatalError,
+    ReshardRefused,
+    SubscriptionLost,
     TopologyMismatch,
+    TopologyNotRecorded,
 )
-from .keys import DEFAULT_PREFIX, Keyspace
-from .message import Message
-from .publisher import AsyncPublisher, Publisher
-from .routing import shard_for
+from .protocol import (
+    DEFAULT_PREFIX,
+    ENVELOPE_VERSION,
+    MAX_OBJECT_VERSION,
+    DeadLetter,
+    Envelope,
+    Keyspace,
+    decode_envelope,
+    default_idempotency_key,
+    encode_envelope,
+    shard_for,
+)
+from .publisher import AsyncPublisher, Message, Publisher
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -47,7 +50,10 @@ __all__ = [
     "Publisher",
     "QueueUnavailable",
     "RelayFatalError",
+    "ReshardRefused",
+    "SubscriptionLost",
     "TopologyMismatch",
+    "TopologyNotRecorded",
     "decode_envelope",
     "default_idempotency_key",
     "encode_envelope",

@@ -13,13 +13,15 @@ from typing import Any
 
 import attrs
 
+from ._clock import now_ms
 from .connection import SyncRedisClient
-from .deadletter import DeadLetter, decode_dead_letter
-from .envelope import decode_envelope
-from .exceptions import EnvelopeDecodeError, TopologyMismatch
-from .keys import Keyspace
+from .exceptions import EnvelopeDecodeError, ReshardRefused
+from .protocol import topology
+from .protocol.deadletter import DeadLetter, decode_dead_letter
+from .protocol.envelope import decode_envelope
+from .protocol.keys import Keyspace
+from .protocol.scripts import SEAL_SHARD
 from .publisher import Publisher
-from .scripts import SEAL_SHARD
 
 __all__ = [
     "DeadLetterEntry",
@@ -37,13 +39,7 @@ __all__ = [
 
 def recorded_keyspace(client: SyncRedisClient, prefix: str) -> Keyspace:
     """The keyspace recorded in Redis for ``prefix``; fails if nothing was recorded."""
-    shards = client.hget(Keyspace(prefix=prefix, shards=1).meta, "shards")
-    if shards is None:
-        raise TopologyMismatch(
-            f"nothing is recorded for prefix {prefix!r} in this Redis: no publisher or "
-            "relay has used it yet (check --redis-url and --prefix)"
-        )
-    return Keyspace(prefix=prefix, shards=int(shards))
+    return Keyspace(prefix=prefix, shards=topology.require_shards(client, prefix))
 
 
 @attrs.frozen
@@ -94,8 +90,7 @@ def collect_stats(
 
 def relay_group(client: SyncRedisClient, keyspace: Keyspace) -> list[str]:
     """Ids of the relays whose heartbeat has not expired."""
-    now_ms = time.time_ns() // 1_000_000
-    members: list[bytes] = client.zrangebyscore(keyspace.relays, now_ms, "+inf")  # type: ignore[assignment]
+    members: list[bytes] = client.zrangebyscore(keyspace.relays, now_ms(), "+inf")  # type: ignore[assignment]
     return sorted(m.decode() for m in members)
 
 
@@ -112,13 +107,13 @@ def _snapshot(client: SyncRedisClient, keyspace: Keyspace) -> list[ShardStats]:
         pipe.get(keys.lease)
         pipe.pttl(keys.lease)
     replies = pipe.execute()
-    now_ms = time.time_ns() // 1_000_000
+    sampled_ms = now_ms()
     stats = []
     for shard in range(keyspace.shards):
         queued, in_flight, head_inflight, head_queue, dlq, state, owner, ttl = replies[
             shard * 8 : shard * 8 + 8
         ]
-        oldest = _age_ms(head_inflight or head_queue, now_ms)
+        oldest = _age_ms(head_inflight or head_queue, sampled_ms)
         counters = {k.decode(): int(v) for k, v in state.items()}
         holder, _, epoch = owner.decode().rpartition("#") if owner else ("", "", "")
         since = counters.get("lease_since_ms")
@@ -135,18 +130,18 @@ def _snapshot(client: SyncRedisClient, keyspace: Keyspace) -> list[ShardStats]:
                 dead_lettered=counters.get("dead_lettered", 0),
                 lease_owner=holder or None,
                 lease_epoch=int(epoch) if epoch else None,
-                lease_age_ms=now_ms - since if owner and since else None,
+                lease_age_ms=sampled_ms - since if owner and since else None,
                 lease_ttl_ms=ttl if owner and ttl >= 0 else None,
             )
         )
     return stats
 
 
-def _age_ms(raw: bytes | None, now_ms: int) -> int | None:
+def _age_ms(raw: bytes | None, sampled_ms: int) -> int | None:
     if raw is None:
         return None
     try:
-        return max(0, now_ms - decode_envelope(raw, raw_data=True).ts)
+        return max(0, sampled_ms - decode_envelope(raw, raw_data=True).ts)
     except EnvelopeDecodeError:
         return None
 
@@ -284,7 +279,7 @@ def reshard(
     New-count publishers are refused by the recorded count until every shard is
     sealed; then the count is recorded and relays restart their workers on it.
     Keep the relay running so the shards drain. If some shard does not empty
-    within ``timeout`` the seals are undone and ``TopologyMismatch`` names the
+    within ``timeout`` the seals are undone and ``ReshardRefused`` names the
     shards still holding messages: nothing changes.
     """
     current = recorded_keyspace(client, prefix)
@@ -309,13 +304,11 @@ def reshard(
             for shard in sealed:
                 keys = current.shard(shard)
                 seal(keys=[keys.queue, keys.inflight, keys.state], args=[current.shards])
-            raise TopologyMismatch(
+            raise ReshardRefused(
                 f"reshard to {shards} shards refused: shards {pending} still hold messages "
                 f"after {timeout:.0f}s (is a relay running to drain them, are publishers "
                 f"stopped?); nothing was changed, the count stays {current.shards}"
             )
         time.sleep(0.2)
-    client.hset(
-        target.meta, mapping={"shards": shards, "resharded_ms": time.time_ns() // 1_000_000}
-    )
+    topology.switch_shards(client, prefix, shards)
     return target

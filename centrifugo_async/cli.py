@@ -22,8 +22,9 @@ import redis.exceptions
 from . import admin
 from .connection import SyncRedisClient, sync_client
 from .exceptions import CentrifugoAsyncError, RelayFatalError
-from .keys import DEFAULT_PREFIX, Keyspace
 from .logs import configure_logging, secrets_of
+from .protocol import topology
+from .protocol.keys import DEFAULT_PREFIX, Keyspace
 from .publisher import Publisher
 from .relay import config
 from .relay.service import serve
@@ -255,8 +256,7 @@ def publish(
         tag_map[name] = value
     client = redis.client()
     if shards is None:
-        recorded = client.hget(Keyspace(prefix=prefix, shards=1).meta, "shards")
-        shards = int(recorded) if recorded else 16
+        shards = topology.read_shards(client, prefix) or 16
     with Publisher(client, shards=shards, prefix=prefix, owns_client=True) as publisher:
         envelope = publisher.publish(
             channel,

@@ -5,10 +5,13 @@
     │   └── PayloadTooLarge         the encoded envelope exceeds the configured limit
     ├── EnvelopeDecodeError         bytes that are not a valid envelope (relay, clients)
     ├── TopologyMismatch            shard count differs from the one recorded in Redis
+    ├── TopologyNotRecorded         no shard count is recorded for the prefix yet
+    ├── ReshardRefused              a reshard could not drain its shards in time; nothing changed
     ├── QueueUnavailable            Redis could not be reached or failed the command
     ├── ConfigError                 bad relay configuration (names the key and its source)
     └── RelayFatalError             the relay cannot go on and must stop (exit non-zero)
-        └── CentrifugoAuthError     Centrifugo refused the API key (HTTP 401/403)
+    │   └── CentrifugoAuthError     Centrifugo refused the API key (HTTP 401/403)
+    └── SubscriptionLost            the server ended a synced subscription for good (subscribers)
 
 ``InvalidMessage``, ``EnvelopeDecodeError`` and ``ConfigError`` are also ``ValueError`` so callers
 that validate input generically still catch them.
@@ -25,7 +28,10 @@ __all__ = [
     "PayloadTooLarge",
     "QueueUnavailable",
     "RelayFatalError",
+    "ReshardRefused",
+    "SubscriptionLost",
     "TopologyMismatch",
+    "TopologyNotRecorded",
 ]
 
 
@@ -53,6 +59,21 @@ class TopologyMismatch(CentrifugoAsyncError):
     """
 
 
+class TopologyNotRecorded(CentrifugoAsyncError):
+    """No shard count is recorded for the prefix: no publisher or relay has used it yet.
+
+    Operator tools raise it rather than guess a count; usually ``--redis-url`` or
+    ``--prefix`` points somewhere else.
+    """
+
+
+class ReshardRefused(CentrifugoAsyncError):
+    """A reshard gave up: some shards still held messages when its timeout ran out.
+
+    Every seal it had placed was undone, so the recorded count is unchanged.
+    """
+
+
 class QueueUnavailable(CentrifugoAsyncError):
     """Redis could not be reached, timed out or failed a command.
 
@@ -71,3 +92,18 @@ class RelayFatalError(CentrifugoAsyncError):
 
 class CentrifugoAuthError(RelayFatalError):
     """Centrifugo answered HTTP 401/403: the API key is missing or wrong."""
+
+
+class SubscriptionLost(CentrifugoAsyncError):
+    """The SDK unsubscribed for good (server refused or ended the subscription).
+
+    Raised by ``SyncedSubscription.start()`` when it happens before the first sync,
+    reported to ``on_error`` (context ``"unsubscribed"``) when it happens later.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"subscription ended: {reason} (code {code})")
+        self.code = code
+        """The unsubscribe code centrifuge-python reported."""
+        self.reason = reason
+        """The unsubscribe reason centrifuge-python reported."""

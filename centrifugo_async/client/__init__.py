@@ -9,6 +9,7 @@ centrifuge-python only at run time, through the ``Client`` the app passes in.
 See ``docs/python-subscribers.md``.
 """
 
+from ..exceptions import SubscriptionLost
 from .data import envelope_from_data
 from .gate import Decision, DecisionReason, GateStats, VersionGate
 from .synced import (
@@ -16,7 +17,6 @@ from .synced import (
     LoadResult,
     ReadyCallback,
     ResyncCallback,
-    SubscriptionLost,
     SyncedSubscription,
     UpdateCallback,
     Versioned,

@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
-from ..envelope import Envelope, decode_envelope
 from ..exceptions import EnvelopeDecodeError
+from ..protocol.envelope import Envelope, decode_envelope
 
 __all__ = ["envelope_from_data"]
 

@@ -23,8 +23,8 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from ..envelope import MAX_OBJECT_VERSION, Envelope
-from ..routing import fnv1a_32
+from ..protocol.envelope import MAX_OBJECT_VERSION, Envelope
+from ..protocol.routing import fnv1a_32
 
 __all__ = ["Decision", "DecisionReason", "GateStats", "VersionGate"]
 

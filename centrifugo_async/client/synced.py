@@ -23,8 +23,8 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from ..envelope import Envelope
-from ..exceptions import CentrifugoAsyncError, EnvelopeDecodeError
+from ..exceptions import CentrifugoAsyncError, EnvelopeDecodeError, SubscriptionLost
+from ..protocol.envelope import Envelope
 from .data import envelope_from_data
 from .gate import Decision, VersionGate
 
@@ -46,7 +46,6 @@ __all__ = [
     "LoadResult",
     "ReadyCallback",
     "ResyncCallback",
-    "SubscriptionLost",
     "SyncedSubscription",
     "UpdateCallback",
     "Versioned",
@@ -74,21 +73,6 @@ ResyncCallback = Callable[[str], object]
 ReadyCallback = Callable[[], object]
 ErrorCallback = Callable[[BaseException, str], object]
 """Every callback may be a plain function or a coroutine function."""
-
-
-class SubscriptionLost(CentrifugoAsyncError):
-    """The SDK unsubscribed for good (server refused or ended the subscription).
-
-    Raised by ``start()`` when it happens before the first sync, reported to
-    ``on_error`` (context ``"unsubscribed"``) when it happens later.
-    """
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"subscription ended: {reason} (code {code})")
-        self.code = code
-        """The unsubscribe code centrifuge-python reported."""
-        self.reason = reason
-        """The unsubscribe reason centrifuge-python reported."""
 
 
 class _SyncRequest:

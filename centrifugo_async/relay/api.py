@@ -23,7 +23,7 @@ import httpx
 import msgspec
 
 from ..exceptions import CentrifugoAuthError, RelayFatalError
-from .http import HTTPTransportError, KeepAliveClient
+from ._http11 import HTTPTransportError, KeepAliveClient
 
 __all__ = [
     "TEMPORARY_ERROR_CODES",

@@ -22,10 +22,11 @@ import attrs
 import redis.exceptions
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .._clock import now_ms
 from ..connection import AsyncRedisClient
-from ..envelope import decode_envelope
 from ..exceptions import EnvelopeDecodeError, RelayFatalError
-from ..keys import Keyspace
+from ..protocol.envelope import decode_envelope
+from ..protocol.keys import Keyspace
 from .api import CentrifugoAPI, Verdict
 from .backoff import wait_for_event
 from .lease import LeaseKeeper
@@ -123,10 +124,10 @@ class Sampler:
         except redis.exceptions.RedisError as exc:
             state.redis_ok, state.redis_error = False, str(exc)
             depths = {}
-        now_ms = time.time_ns() // 1_000_000
+        sampled_ms = now_ms()
         stuck = {}
         for shard, (queued, in_flight, head) in depths.items():
-            lag = max(0.0, (now_ms - head) / 1000) if head is not None else 0.0
+            lag = max(0.0, (sampled_ms - head) / 1000) if head is not None else 0.0
             label = str(shard)
             self._metrics.queue_depth.labels(label).set(queued)
             self._metrics.in_flight.labels(label).set(in_flight)

@@ -25,9 +25,10 @@ import time
 
 import redis.exceptions
 
+from .._clock import now_ms
 from ..connection import AsyncRedisClient
-from ..keys import Keyspace
-from ..scripts import LEASE_ACQUIRE, LEASE_RELEASE
+from ..protocol.keys import Keyspace
+from ..protocol.scripts import LEASE_ACQUIRE, LEASE_RELEASE
 from .backoff import wait_for_event
 
 __all__ = ["LeaseKeeper", "fair_share"]
@@ -137,11 +138,11 @@ class LeaseKeeper:
         return (not preferred, shard)
 
     async def _heartbeat(self) -> list[str]:
-        now_ms = time.time_ns() // 1_000_000
+        beat_ms = now_ms()
         pipe = self._redis.pipeline(transaction=False)
         key = self._keyspace.relays
-        pipe.zadd(key, {self.owner: now_ms + int(self.ttl * 1000)})
-        pipe.zremrangebyscore(key, "-inf", now_ms)
+        pipe.zadd(key, {self.owner: beat_ms + int(self.ttl * 1000)})
+        pipe.zremrangebyscore(key, "-inf", beat_ms)
         pipe.zrange(key, 0, -1)
         *_, members = await pipe.execute()
         return sorted(m.decode() for m in members)
@@ -156,7 +157,7 @@ class LeaseKeeper:
                 self.owner,
                 int(self.ttl * 1000),
                 held,
-                time.time_ns() // 1_000_000,
+                now_ms(),
                 "1" if may_acquire else "0",
             ],
         )

@@ -15,11 +15,10 @@ import attrs
 import httpx
 import redis.exceptions
 
-from .._enqueue import check_recorded_shards
 from ..connection import AsyncRedisClient, async_client
 from ..exceptions import QueueUnavailable, RelayFatalError, TopologyMismatch
-from ..keys import Keyspace
-from ..scripts import RECORD_TOPOLOGY
+from ..protocol import topology
+from ..protocol.keys import Keyspace
 from .api import CentrifugoAPI, Verdict
 from .backoff import Backoff, wait_for_event
 from .config import mask_url
@@ -95,17 +94,18 @@ async def _resolve_keyspace(
     the relay waits for the first publisher to record its count, so publishers
     stay the source of truth. Returns None if stopped while waiting.
     """
-    meta = Keyspace(prefix=settings.prefix, shards=1).meta
     backoff = Backoff(0.1, 2.0)
     next_notice = 0.0
     while not stop.is_set():
         try:
-            recorded = await client.hget(meta, "shards")
-            if recorded is None and settings.shards is not None:
-                now_ms = time.time_ns() // 1_000_000
-                recorded = await client.eval(
-                    RECORD_TOPOLOGY.source, 1, meta, settings.shards, now_ms
+            if settings.shards is None:
+                recorded = await topology.read_shards_async(client, settings.prefix)
+            else:
+                recorded = await topology.record_shards_async(
+                    client, settings.prefix, settings.shards
                 )
+        except TopologyMismatch as exc:
+            raise RelayFatalError(str(exc)) from None
         except redis.exceptions.RedisError as exc:
             if time.monotonic() > deadline:
                 raise QueueUnavailable(
@@ -124,13 +124,7 @@ async def _resolve_keyspace(
                 next_notice = time.monotonic() + 30
             await wait_for_event(stop, settings.idle_wait)
             continue
-        keyspace = Keyspace(prefix=settings.prefix, shards=int(recorded))
-        if settings.shards is not None:
-            try:
-                check_recorded_shards(recorded, Keyspace(settings.prefix, settings.shards))
-            except TopologyMismatch as exc:
-                raise RelayFatalError(str(exc)) from None
-        return keyspace
+        return Keyspace(prefix=settings.prefix, shards=recorded)
     return None
 
 
@@ -224,18 +218,15 @@ async def _watch_topology(
     cycle: asyncio.Event,
 ) -> bool:
     """End the cycle on ``stop``, or when a reshard records another shard count."""
-    while not cycle.is_set():
-        if await wait_for_event(stop, settings.lease_renew_interval):
-            break
-        try:
-            recorded = await client.hget(keyspace.meta, "shards")
-        except redis.exceptions.RedisError:
-            continue
-        if recorded is not None and int(recorded) != keyspace.shards:
-            cycle.set()
-            return True
+    changed = await topology.watch_shards(
+        client,
+        keyspace.prefix,
+        keyspace.shards,
+        interval=settings.lease_renew_interval,
+        until=stop,
+    )
     cycle.set()
-    return False
+    return changed
 
 
 @attrs.frozen

@@ -11,8 +11,8 @@ from typing import Any
 
 import attrs
 
-from ..keys import DEFAULT_PREFIX
-from ..routing import MAX_SHARDS
+from ..protocol.keys import DEFAULT_PREFIX
+from ..protocol.routing import MAX_SHARDS
 
 __all__ = ["LatePolicy", "RelaySettings"]
 

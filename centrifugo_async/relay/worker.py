@@ -26,12 +26,13 @@ from collections.abc import Sequence
 import attrs
 import redis.exceptions
 
+from .._clock import now_ms
 from ..connection import AsyncRedisClient
-from ..deadletter import DeadLetter, encode_dead_letter
-from ..envelope import decode_envelope
 from ..exceptions import EnvelopeDecodeError
-from ..keys import ShardKeys
-from ..scripts import ACK, CLAIM, LEASE_LOST
+from ..protocol.deadletter import DeadLetter, encode_dead_letter
+from ..protocol.envelope import decode_envelope
+from ..protocol.keys import ShardKeys
+from ..protocol.scripts import ACK, CLAIM, LEASE_LOST
 from .api import CentrifugoAPI, Verdict, publish_command
 from .backoff import Backoff, wait_for_event
 from .lease import LeaseKeeper
@@ -149,7 +150,7 @@ class ShardWorker:
         item.ts = envelope.ts
         settings = self._settings
         max_age = settings.max_age_ms(channel, envelope.ttl_ms)
-        if max_age is not None and _now_ms() - envelope.ts > max_age:
+        if max_age is not None and now_ms() - envelope.ts > max_age:
             item.expired = True
             return item
         item.command = publish_command(
@@ -243,10 +244,10 @@ class ShardWorker:
         metrics.published.labels(self._label).inc(delivered)
         if expired:
             metrics.expired.labels(self._label).inc(expired)
-        now_ms = _now_ms()
+        received_ms = now_ms()
         for item in items:
             if item.delivered:
-                metrics.enqueue_to_accept.observe(max(0, now_ms - item.ts) / 1000)
+                metrics.enqueue_to_accept.observe(max(0, received_ms - item.ts) / 1000)
             elif item.dead_letter is not None:
                 metrics.dead_lettered.labels(item.dead_letter.reason).inc()
 
@@ -287,7 +288,3 @@ class ShardWorker:
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when the relay is asked to stop."""
         await wait_for_event(self._stop, seconds)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

@@ -19,7 +19,7 @@ from centrifugo_async import (
     shard_for,
 )
 from centrifugo_async.cli import main
-from centrifugo_async.deadletter import encode_dead_letter
+from centrifugo_async.protocol.deadletter import encode_dead_letter
 from devstack import free_port
 
 

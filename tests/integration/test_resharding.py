@@ -9,7 +9,13 @@ import sys
 import pytest
 import redis
 
-from centrifugo_async import AsyncPublisher, Message, Publisher, TopologyMismatch
+from centrifugo_async import (
+    AsyncPublisher,
+    Message,
+    Publisher,
+    ReshardRefused,
+    TopologyMismatch,
+)
 from centrifugo_async.admin import reshard
 from centrifugo_async.relay import RelaySettings
 from devstack import CentrifugoServer
@@ -63,7 +69,7 @@ def test_reshard_is_refused_while_shards_hold_messages(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     with Publisher(client, shards=4) as publisher:
         envelope = publisher.publish(CHANNEL, {}, key="k1", version=1)
-    with pytest.raises(TopologyMismatch, match=rf"shards \[{envelope.shard}\] still hold messages"):
+    with pytest.raises(ReshardRefused, match=rf"shards \[{envelope.shard}\] still hold messages"):
         reshard(client, "centrifugo.publish", 8, timeout=0.3)
     # Nothing changed: the old count still publishes everywhere, the new one is refused.
     with Publisher(client, shards=4) as publisher:

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable
 import msgspec
 import pytest
 
+from centrifugo_async.relay._http11 import HTTPTransportError, KeepAliveClient
 from centrifugo_async.relay.api import CentrifugoAPI, Verdict, publish_command
-from centrifugo_async.relay.http import HTTPTransportError, KeepAliveClient
 
 Reply = Callable[[bytes], bytes | None]
 """Given the request bytes, the raw response to write (None: close without answering)."""

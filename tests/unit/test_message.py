@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from centrifugo_async import InvalidMessage, Keyspace, Message, PayloadTooLarge
-from centrifugo_async._enqueue import plan
+from centrifugo_async.publisher._plan import plan
 
 
 def make(**overrides: Any) -> Message:

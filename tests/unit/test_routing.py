@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from centrifugo_async import Keyspace, shard_for
-from centrifugo_async.routing import fnv1a_32
+from centrifugo_async.protocol.routing import fnv1a_32
 
 CASES = json.loads((Path(__file__).parents[1] / "vectors" / "routing.json").read_text("utf-8"))
 

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from centrifugo_async.envelope import Envelope, default_idempotency_key, encode_envelope
-from centrifugo_async.routing import fnv1a_32, shard_for
+from centrifugo_async.protocol.envelope import Envelope, default_idempotency_key, encode_envelope
+from centrifugo_async.protocol.routing import fnv1a_32, shard_for
 
 HERE = Path(__file__).parent
 SHARD_COUNTS = (1, 2, 8, 16, 64, 1000)

@@ -1,52 +1,65 @@
 """``Publisher`` and ``AsyncPublisher``: enqueue envelopes into sharded Redis lists.
 
 The two classes are twins: all validation, encoding and routing lives in
-``_enqueue``; each twin only runs the planned script calls over its client.
+``_plan``; each twin only runs the planned script calls over its client.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 import redis.exceptions
 
-from ._enqueue import (
-    EnqueuePlan,
-    check_recorded_shards,
-    is_noscript,
-    plan,
-    translate_redis_error,
-)
-from .connection import AsyncRedisClient, SyncRedisClient, async_client, sync_client
-from .envelope import Envelope
-from .exceptions import QueueUnavailable
-from .keys import DEFAULT_PREFIX, Keyspace
+from ..connection import AsyncRedisClient, SyncRedisClient, async_client, sync_client
+from ..exceptions import QueueUnavailable
+from ..protocol import topology
+from ..protocol.envelope import Envelope
+from ..protocol.keys import DEFAULT_PREFIX, Keyspace
+from ..protocol.scripts import ENQUEUE
+from ._plan import EnqueuePlan, is_noscript, plan, translate_redis_error
 from .message import Message
-from .scripts import ENQUEUE, RECORD_TOPOLOGY
 
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "AsyncPublisher", "Publisher"]
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 
 
-class _PublisherBase:
+ClientT = TypeVar("ClientT", SyncRedisClient, AsyncRedisClient)
+
+
+class _PublisherBase(Generic[ClientT]):
+    """What the twins share: construction, settings and the I/O-free planning."""
+
     def __init__(
         self,
+        client: ClientT,
         *,
-        shards: int,
-        prefix: str,
-        max_payload_bytes: int,
-        owns_client: bool,
+        shards: int = 16,
+        prefix: str = DEFAULT_PREFIX,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        owns_client: bool = False,
     ) -> None:
         if max_payload_bytes < 256:
             raise ValueError(f"max_payload_bytes must be >= 256, got {max_payload_bytes}")
         self.keyspace = Keyspace(prefix=prefix, shards=shards)
         self.max_payload_bytes = max_payload_bytes
+        self._redis: ClientT = client
         self._owns_client = owns_client
         self._topology_checked = False
+
+    @classmethod
+    def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> Self:
+        """A publisher with its own connection pool, closed by ``close()``.
+
+        ``cluster=True`` connects to a Redis Cluster through any of its nodes.
+        """
+        return cls(cls._connect(url, cluster), owns_client=True, **kwargs)
+
+    @staticmethod
+    def _connect(url: str, cluster: bool) -> ClientT:
+        raise NotImplementedError
 
     def _plan_one(
         self,
@@ -61,12 +74,8 @@ class _PublisherBase:
         message = Message(channel, data, key, version, tags, idempotency_key, ttl_ms)
         return plan((message,), self.keyspace, self.max_payload_bytes)
 
-    def _topology_args(self) -> tuple[str, int, str, int, int]:
-        now_ms = time.time_ns() // 1_000_000
-        return (RECORD_TOPOLOGY.source, 1, self.keyspace.meta, self.keyspace.shards, now_ms)
 
-
-class Publisher(_PublisherBase):
+class Publisher(_PublisherBase[SyncRedisClient]):
     """Synchronous publisher over a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
 
     ``publish`` is one Redis round trip: one script assigns the shard's next
@@ -74,40 +83,18 @@ class Publisher(_PublisherBase):
     one script call per shard group, all in one pipeline.
     """
 
-    def __init__(
-        self,
-        client: SyncRedisClient,
-        *,
-        shards: int = 16,
-        prefix: str = DEFAULT_PREFIX,
-        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-        owns_client: bool = False,
-    ) -> None:
-        super().__init__(
-            shards=shards,
-            prefix=prefix,
-            max_payload_bytes=max_payload_bytes,
-            owns_client=owns_client,
-        )
-        self._redis = client
-
-    @classmethod
-    def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> Self:
-        """A publisher with its own connection pool, closed by ``close()``.
-
-        ``cluster=True`` connects to a Redis Cluster through any of its nodes.
-        """
-        return cls(sync_client(url, cluster=cluster), owns_client=True, **kwargs)
+    @staticmethod
+    def _connect(url: str, cluster: bool) -> SyncRedisClient:
+        return sync_client(url, cluster=cluster)
 
     def ensure_topology(self) -> None:
         """Record the shard count in Redis, or check it against the recorded one."""
         if self._topology_checked:
             return
         try:
-            recorded = self._redis.eval(*self._topology_args())
+            topology.record_shards(self._redis, self.keyspace.prefix, self.keyspace.shards)
         except redis.exceptions.RedisError as exc:
             raise translate_redis_error(exc) from exc
-        check_recorded_shards(recorded, self.keyspace)
         self._topology_checked = True
 
     def publish(
@@ -170,43 +157,23 @@ class Publisher(_PublisherBase):
         self.close()
 
 
-class AsyncPublisher(_PublisherBase):
+class AsyncPublisher(_PublisherBase[AsyncRedisClient]):
     """The asyncio twin of ``Publisher``, over ``redis.asyncio`` clients."""
 
-    def __init__(
-        self,
-        client: AsyncRedisClient,
-        *,
-        shards: int = 16,
-        prefix: str = DEFAULT_PREFIX,
-        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-        owns_client: bool = False,
-    ) -> None:
-        super().__init__(
-            shards=shards,
-            prefix=prefix,
-            max_payload_bytes=max_payload_bytes,
-            owns_client=owns_client,
-        )
-        self._redis = client
-
-    @classmethod
-    def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> Self:
-        """A publisher with its own connection pool, closed by ``close()``.
-
-        ``cluster=True`` connects to a Redis Cluster through any of its nodes.
-        """
-        return cls(async_client(url, cluster=cluster), owns_client=True, **kwargs)
+    @staticmethod
+    def _connect(url: str, cluster: bool) -> AsyncRedisClient:
+        return async_client(url, cluster=cluster)
 
     async def ensure_topology(self) -> None:
         """Record the shard count in Redis, or check it against the recorded one."""
         if self._topology_checked:
             return
         try:
-            recorded = await self._redis.eval(*self._topology_args())
+            await topology.record_shards_async(
+                self._redis, self.keyspace.prefix, self.keyspace.shards
+            )
         except redis.exceptions.RedisError as exc:
             raise translate_redis_error(exc) from exc
-        check_recorded_shards(recorded, self.keyspace)
         self._topology_checked = True
 
     async def publish(

@@ -8,7 +8,6 @@ single pipeline and hand the replies back to ``EnqueuePlan.envelopes``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -16,17 +15,18 @@ import attrs
 import msgspec
 import redis.exceptions
 
-from .envelope import ENVELOPE_VERSION, Envelope
-from .exceptions import (
+from .._clock import now_ms
+from ..exceptions import (
     InvalidMessage,
     PayloadTooLarge,
     QueueUnavailable,
     TopologyMismatch,
 )
-from .keys import Keyspace, ShardKeys
+from ..protocol.envelope import ENVELOPE_VERSION, Envelope
+from ..protocol.keys import Keyspace, ShardKeys
+from ..protocol.routing import shard_for
+from ..protocol.scripts import TOPOLOGY_ERROR
 from .message import Message
-from .routing import shard_for
-from .scripts import TOPOLOGY_ERROR
 
 _CHUNK = 1000
 _SEQ_PLACEHOLDER = 1
@@ -73,13 +73,13 @@ def plan(messages: Iterable[Message], keyspace: Keyspace, max_payload_bytes: int
 
     Everything that can fail on bad input fails here, before any I/O.
     """
-    now_ms = time.time_ns() // 1_000_000
+    created_ms = now_ms()
     groups: dict[int, ScriptCall] = {}
     calls: list[ScriptCall] = []
     for message in messages:
         if not isinstance(message, Message):
             raise InvalidMessage(f"publish_many expects Message objects, got {message!r}")
-        draft = _draft(message, keyspace.shards, now_ms)
+        draft = _draft(message, keyspace.shards, created_ms)
         head, tail = _split_at_seq(draft, max_payload_bytes)
         call = groups.get(draft.shard)
         if call is None or len(call.drafts) >= _CHUNK:
@@ -141,15 +141,3 @@ def translate_redis_error(exc: BaseException) -> Exception:
 
 def is_noscript(reply: object) -> bool:
     return isinstance(reply, redis.exceptions.NoScriptError)
-
-
-def check_recorded_shards(recorded: object, keyspace: Keyspace) -> None:
-    """Fail fast when Redis records a different shard count for this prefix."""
-    value = recorded.decode() if isinstance(recorded, bytes) else str(recorded)
-    if int(value) != keyspace.shards:
-        raise TopologyMismatch(
-            f"prefix {keyspace.prefix!r} is recorded in Redis with shards={value}, but "
-            f"this process is configured with shards={keyspace.shards}; routing with a "
-            "different count would reorder keys. Use the recorded count, or follow the "
-            "resharding procedure in docs/scaling.md."
-        )

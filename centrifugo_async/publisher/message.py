@@ -7,8 +7,8 @@ from typing import Any
 
 import attrs
 
-from .envelope import MAX_OBJECT_VERSION
-from .exceptions import InvalidMessage
+from ..exceptions import InvalidMessage
+from ..protocol.envelope import MAX_OBJECT_VERSION
 
 __all__ = ["Message"]
 

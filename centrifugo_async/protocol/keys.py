@@ -19,6 +19,7 @@ from __future__ import annotations
 import attrs
 
 from .routing import MAX_SHARDS
+from .topology import meta_key
 
 __all__ = ["DEFAULT_PREFIX", "Keyspace", "ShardKeys"]
 
@@ -64,8 +65,8 @@ class Keyspace:
 
     @property
     def meta(self) -> str:
-        """The hash recording the shard count of this prefix."""
-        return f"{{{self.prefix}}}:meta"
+        """The hash recording the shard count of this prefix (see ``topology``)."""
+        return meta_key(self.prefix)
 
     @property
     def relays(self) -> str:

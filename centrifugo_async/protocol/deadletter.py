@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 
 import msgspec
 
-from .exceptions import EnvelopeDecodeError
+from .._clock import now_ms
+from ..exceptions import EnvelopeDecodeError
 
 __all__ = ["DeadLetter", "decode_dead_letter", "encode_dead_letter"]
 
@@ -53,7 +53,7 @@ class DeadLetter(msgspec.Struct, frozen=True, omit_defaults=True):
             text, b64 = None, base64.b64encode(raw).decode("ascii")
         return cls(
             shard=shard,
-            ts=time.time_ns() // 1_000_000,
+            ts=now_ms(),
             reason=reason,
             error=error,
             code=code,

@@ -19,7 +19,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import msgspec
 
-from .exceptions import EnvelopeDecodeError
+from ..exceptions import EnvelopeDecodeError
 
 __all__ = [
     "ENVELOPE_VERSION",
