@@ -15,11 +15,11 @@ Redis errors to their callers, which know how to report them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import redis.exceptions
 
 from .._clock import now_ms
+from .._retry import wait_for_event
 from ..connection import AsyncRedisClient, SyncRedisClient
 from ..exceptions import TopologyMismatch, TopologyNotRecorded
 from .scripts import RECORD_TOPOLOGY
@@ -126,8 +126,7 @@ async def watch_shards(
     about the topology, and its workers report the outage themselves.
     """
     while not until.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(until.wait(), interval)
+        if await wait_for_event(until, interval):
             return False
         try:
             recorded = await read_shards_async(client, prefix)
