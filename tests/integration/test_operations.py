@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -57,10 +59,8 @@ async def eventually(check: Callable[[], bool], within: float = 20) -> None:
             await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-async def observed_relay(
-    relay_settings: RelaySettings,
-) -> AsyncIterator[tuple[RelaySettings, str]]:
+@contextlib.asynccontextmanager
+async def running_relay(relay_settings: RelaySettings) -> AsyncIterator[tuple[RelaySettings, str]]:
     """An in-process relay serving /metrics and /health on a free port."""
     settings = attrs.evolve(
         relay_settings, metrics_port=free_port(), stuck_after=1.0, shards=SHARDS
@@ -74,15 +74,30 @@ async def observed_relay(
     await asyncio.wait_for(task, 30)
 
 
+@pytest.fixture
+async def observed_relay(
+    relay_settings: RelaySettings,
+) -> AsyncIterator[tuple[RelaySettings, str]]:
+    async with running_relay(relay_settings) as observed:
+        yield observed
+
+
 async def test_metrics_count_what_the_relay_did(
-    observed_relay: tuple[RelaySettings, str], centrifugo: CentrifugoServer
+    relay_settings: RelaySettings, centrifugo: CentrifugoServer
 ) -> None:
-    settings, base = observed_relay
-    async with AsyncPublisher.from_url(settings.redis_url, shards=SHARDS) as publisher:
+    # Everything is queued before the relay starts, so the message with a 1 ms
+    # ttl is certainly older than its ttl when the relay first sees it.
+    async with AsyncPublisher.from_url(relay_settings.redis_url, shards=SHARDS) as publisher:
         await publisher.publish_many([Message("obj:m", {}, f"k{i}", 1) for i in range(30)])
         await publisher.publish("nope:1", {}, key="bad", version=1)
-        await publisher.publish("obj:m", {}, key="late", version=1, ttl_ms=1)
-        await asyncio.sleep(0.01)
+        late = await publisher.publish("obj:m", {}, key="late", version=1, ttl_ms=1)
+    while time.time_ns() // 1_000_000 <= late.ts + 1:
+        await asyncio.sleep(0.005)
+    async with running_relay(relay_settings) as (settings, base):
+        await _check_metrics(settings, base)
+
+
+async def _check_metrics(settings: RelaySettings, base: str) -> None:
     await wait_until_drained(settings.redis_url, SHARDS, within=20)
 
     def counted() -> bool:
