@@ -23,12 +23,12 @@ import redis.exceptions
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .._clock import now_ms
+from .._retry import wait_for_event
 from ..connection import AsyncRedisClient
 from ..exceptions import EnvelopeDecodeError, RelayFatalError
 from ..protocol.envelope import decode_envelope
 from ..protocol.keys import Keyspace
 from .api import CentrifugoAPI, Verdict
-from .backoff import wait_for_event
 from .lease import LeaseKeeper
 from .metrics import RelayMetrics
 
