@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -168,3 +170,16 @@ async def test_wait_for_event() -> None:
         assert await wait_for_event(event, LONG) is True
     async with asyncio.timeout(BOUND):
         assert await wait_for_event(event, LONG) is True
+
+
+def test_the_subscriber_side_does_not_import_the_relay_stack() -> None:
+    """The subscriber helper retries with this module: it must stay light."""
+    heavy = ("httpx", "prometheus_client", "centrifugo_async.relay")
+    code = (
+        "import sys, centrifugo_async._retry, centrifugo_async.client.synced; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
