@@ -28,16 +28,22 @@ import attrs
 __all__ = ["Attempt", "Attempts", "Backoff", "wait_for_event"]
 
 
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"backoff {attribute.name} must be positive, got {value!r}")
+
+
 @attrs.frozen
 class Backoff:
     """Delays for consecutive failures: ``uniform(c / 2, c)`` with ``c = min(cap, initial * 2**n)``.
 
     The jitter keeps many shards (or many pages) that failed together from
-    retrying in lockstep.
+    retrying in lockstep. Both bounds must be positive: a zero delay would turn
+    a retry loop into a busy loop against a server that is already failing.
     """
 
-    initial: float
-    cap: float
+    initial: float = attrs.field(validator=_positive)
+    cap: float = attrs.field(validator=_positive)
 
     def delay(self, failures: int) -> float:
         """The wait after ``failures + 1`` consecutive failures (``failures`` starts at 0)."""

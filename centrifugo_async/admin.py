@@ -20,6 +20,7 @@ from .protocol import topology
 from .protocol.deadletter import DeadLetter, decode_dead_letter
 from .protocol.envelope import decode_envelope
 from .protocol.keys import Keyspace
+from .protocol.probe import ShardStatus, plan_status
 from .protocol.scripts import SEAL_SHARD
 from .publisher import Publisher
 
@@ -96,54 +97,32 @@ def relay_group(client: SyncRedisClient, keyspace: Keyspace) -> list[str]:
 
 def _snapshot(client: SyncRedisClient, keyspace: Keyspace) -> list[ShardStats]:
     """One consistent-enough snapshot of every shard, in one pipeline."""
+    probe = plan_status(keyspace)
     pipe = client.pipeline(transaction=False)
-    for keys in keyspace.all_shards():
-        pipe.llen(keys.queue)
-        pipe.llen(keys.inflight)
-        pipe.lindex(keys.inflight, 0)
-        pipe.lindex(keys.queue, 0)
-        pipe.llen(keys.dlq)
-        pipe.hgetall(keys.state)
-        pipe.get(keys.lease)
-        pipe.pttl(keys.lease)
-    replies = pipe.execute()
+    for command in probe.commands:
+        pipe.execute_command(*command)
+    statuses = probe.read(pipe.execute())
     sampled_ms = now_ms()
-    stats = []
-    for shard in range(keyspace.shards):
-        queued, in_flight, head_inflight, head_queue, dlq, state, owner, ttl = replies[
-            shard * 8 : shard * 8 + 8
-        ]
-        oldest = _age_ms(head_inflight or head_queue, sampled_ms)
-        counters = {k.decode(): int(v) for k, v in state.items()}
-        holder, _, epoch = owner.decode().rpartition("#") if owner else ("", "", "")
-        since = counters.get("lease_since_ms")
-        stats.append(
-            ShardStats(
-                shard=shard,
-                queued=queued,
-                in_flight=in_flight,
-                oldest_age_ms=oldest,
-                dead_letters=dlq,
-                seq=counters.get("seq", 0),
-                delivered=counters.get("delivered", 0),
-                expired=counters.get("expired", 0),
-                dead_lettered=counters.get("dead_lettered", 0),
-                lease_owner=holder or None,
-                lease_epoch=int(epoch) if epoch else None,
-                lease_age_ms=sampled_ms - since if owner and since else None,
-                lease_ttl_ms=ttl if owner and ttl >= 0 else None,
-            )
-        )
-    return stats
+    return [_shard_stats(status, sampled_ms) for status in statuses]
 
 
-def _age_ms(raw: bytes | None, sampled_ms: int) -> int | None:
-    if raw is None:
-        return None
-    try:
-        return max(0, sampled_ms - decode_envelope(raw, raw_data=True).ts)
-    except EnvelopeDecodeError:
-        return None
+def _shard_stats(status: ShardStatus, sampled_ms: int) -> ShardStats:
+    depth, lease = status.depth, status.lease
+    return ShardStats(
+        shard=depth.shard,
+        queued=depth.queued,
+        in_flight=depth.in_flight,
+        oldest_age_ms=depth.oldest_age_ms(sampled_ms),
+        dead_letters=status.dead_letters,
+        seq=status.seq,
+        delivered=status.delivered,
+        expired=status.expired,
+        dead_lettered=status.dead_lettered,
+        lease_owner=lease.owner if lease else None,
+        lease_epoch=lease.epoch if lease else None,
+        lease_age_ms=lease.age_ms(sampled_ms) if lease else None,
+        lease_ttl_ms=lease.ttl_ms if lease else None,
+    )
 
 
 @attrs.frozen

@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from .._retry import Backoff
 from ..exceptions import CentrifugoAsyncError, EnvelopeDecodeError, SubscriptionLost
 from ..protocol.envelope import Envelope
 from .data import envelope_from_data
@@ -162,20 +162,6 @@ class _Events:
         return ignore
 
 
-class _Backoff:
-    """Delays ``uniform(c / 2, c)`` with ``c = min(cap, initial * 2**failures)``."""
-
-    def __init__(self, initial: float, cap: float) -> None:
-        self.initial = initial
-        self.cap = cap
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.initial * 2 ** min(self.failures, 32))
-        self.failures += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-
 def _seed_pairs(result: object) -> list[tuple[str, int]]:
     if isinstance(result, Mapping):
         items: Iterable[object] = result.items()
@@ -260,8 +246,7 @@ class SyncedSubscription:
         self._on_resync = on_resync
         self._on_ready = on_ready
         self._on_error = on_error
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
+        self._load_backoff = Backoff(initial=retry_initial, cap=retry_max)
 
         self._sub: Subscription | None = None
         self._events: _Events | None = None
@@ -411,25 +396,32 @@ class SyncedSubscription:
             if self._queue is not queue:
                 return
             self.gate.reset()
-        backoff = _Backoff(self._retry_initial, self._retry_max)
-        while True:
-            try:
-                pairs = _seed_pairs(await self._load())
-                if self._queue is not queue:
-                    return
-                for key, version in pairs:
-                    self.gate.seed(key, version)
-                break
-            except Exception as exc:
-                await self._report(exc, "load")
-            if self._queue is not queue:
-                return
-            await asyncio.sleep(backoff.next_delay())
+        if not await self._load_and_seed(queue):
+            return
         self._ready = True
         started = self._started
         if started is not None and not started.done():
             started.set_result(None)
         await self._call("on_ready", self._on_ready)
+
+    async def _load_and_seed(self, queue: asyncio.Queue[object]) -> bool:
+        """Load the app's state and seed the gate, retrying with backoff until it works.
+
+        False when the helper was closed (or restarted) meanwhile: the caller stops.
+        """
+        async for _ in self._load_backoff.attempts():
+            try:
+                pairs = _seed_pairs(await self._load())
+                if self._queue is not queue:
+                    return False
+                for key, version in pairs:
+                    self.gate.seed(key, version)
+                return True
+            except Exception as exc:
+                await self._report(exc, "load")
+            if self._queue is not queue:
+                return False
+        raise AssertionError("unreachable: attempts without a stop event never end")
 
     async def _deliver(self, data: object) -> None:
         try:

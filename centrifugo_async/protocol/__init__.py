@@ -8,6 +8,7 @@ Nothing here knows about publishers, relays or subscribers; they all build on it
     scripts.py      the Lua scripts: every state change of a shard is one of them
     topology.py     the recorded shard count every role checks against
     deadletter.py   the record kept for a message the relay gave up on
+    probe.py        what a shard holds right now (stats, health), planned without I/O
 """
 
 from .deadletter import DeadLetter

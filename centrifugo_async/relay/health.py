@@ -23,12 +23,12 @@ import redis.exceptions
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .._clock import now_ms
+from .._retry import wait_for_event
 from ..connection import AsyncRedisClient
-from ..exceptions import EnvelopeDecodeError, RelayFatalError
-from ..protocol.envelope import decode_envelope
+from ..exceptions import RelayFatalError
 from ..protocol.keys import Keyspace
+from ..protocol.probe import ShardDepth, plan_depths
 from .api import CentrifugoAPI, Verdict
-from .backoff import wait_for_event
 from .lease import LeaseKeeper
 from .metrics import RelayMetrics
 
@@ -123,52 +123,37 @@ class Sampler:
             state.redis_ok, state.redis_error = True, ""
         except redis.exceptions.RedisError as exc:
             state.redis_ok, state.redis_error = False, str(exc)
-            depths = {}
+            depths = []
         sampled_ms = now_ms()
         stuck = {}
-        for shard, (queued, in_flight, head) in depths.items():
-            lag = max(0.0, (sampled_ms - head) / 1000) if head is not None else 0.0
-            label = str(shard)
-            self._metrics.queue_depth.labels(label).set(queued)
-            self._metrics.in_flight.labels(label).set(in_flight)
+        for depth in depths:
+            lag = (depth.oldest_age_ms(sampled_ms) or 0) / 1000
+            label = str(depth.shard)
+            self._metrics.queue_depth.labels(label).set(depth.queued)
+            self._metrics.in_flight.labels(label).set(depth.in_flight)
             self._metrics.lag.labels(label).set(lag)
             self._metrics.lease_owned.labels(label).set(1)
             if lag > self._stuck_after:
-                stuck[shard] = lag
-        for shard in self._exported - set(depths):
+                stuck[depth.shard] = lag
+        sampled = {depth.shard for depth in depths}
+        for shard in self._exported - sampled:
             self._metrics.forget_shard(shard)
-        self._exported = set(depths)
+        self._exported = sampled
         state.stuck = stuck
         state.owned = len(held)
         state.sampled_at = time.time()
 
-    async def _shard_depths(self, shards: list[int]) -> dict[int, tuple[int, int, int | None]]:
-        """Per owned shard: queued, in flight, ts of the oldest waiting message."""
+    async def _shard_depths(self, shards: list[int]) -> list[ShardDepth]:
+        """Depth and oldest message of each owned shard, after a ping (so even a
+        relay that owns nothing notices when Redis goes away)."""
         await self._redis.ping()
         if not shards:
-            return {}
+            return []
+        probe = plan_depths(self._keyspace, shards)
         pipe = self._redis.pipeline(transaction=False)
-        for shard in shards:
-            keys = self._keyspace.shard(shard)
-            pipe.llen(keys.queue)
-            pipe.llen(keys.inflight)
-            pipe.lindex(keys.inflight, 0)
-            pipe.lindex(keys.queue, 0)
-        replies = await pipe.execute()
-        result = {}
-        for i, shard in enumerate(shards):
-            queued, in_flight, head_inflight, head_queue = replies[4 * i : 4 * i + 4]
-            result[shard] = (queued, in_flight, _ts(head_inflight or head_queue))
-        return result
-
-
-def _ts(raw: bytes | None) -> int | None:
-    if raw is None:
-        return None
-    try:
-        return decode_envelope(raw, raw_data=True).ts
-    except EnvelopeDecodeError:
-        return None
+        for command in probe.commands:
+            pipe.execute_command(*command)
+        return probe.read(await pipe.execute())
 
 
 class HealthServer:

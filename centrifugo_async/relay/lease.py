@@ -26,10 +26,10 @@ import time
 import redis.exceptions
 
 from .._clock import now_ms
+from .._retry import wait_for_event
 from ..connection import AsyncRedisClient
 from ..protocol.keys import Keyspace
 from ..protocol.scripts import LEASE_ACQUIRE, LEASE_RELEASE
-from .backoff import wait_for_event
 
 __all__ = ["LeaseKeeper", "fair_share"]
 

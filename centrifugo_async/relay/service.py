@@ -15,12 +15,12 @@ import attrs
 import httpx
 import redis.exceptions
 
+from .._retry import Backoff, wait_for_event
 from ..connection import AsyncRedisClient, async_client
 from ..exceptions import QueueUnavailable, RelayFatalError, TopologyMismatch
 from ..protocol import topology
 from ..protocol.keys import Keyspace
 from .api import CentrifugoAPI, Verdict
-from .backoff import Backoff, wait_for_event
 from .config import mask_url
 from .health import HealthServer, HealthState, Sampler
 from .lease import LeaseKeeper
@@ -85,6 +85,10 @@ async def serve(
         await client.aclose()
 
 
+_STARTUP_BACKOFF = Backoff(initial=0.1, cap=2.0)
+"""Retries while Centrifugo and Redis come up: quick at first, never more than 2 s apart."""
+
+
 async def _resolve_keyspace(
     client: AsyncRedisClient, settings: RelaySettings, deadline: float, stop: asyncio.Event
 ) -> Keyspace | None:
@@ -94,9 +98,9 @@ async def _resolve_keyspace(
     the relay waits for the first publisher to record its count, so publishers
     stay the source of truth. Returns None if stopped while waiting.
     """
-    backoff = Backoff(0.1, 2.0)
     next_notice = 0.0
-    while not stop.is_set():
+    attempts = _STARTUP_BACKOFF.attempts(stop)
+    async for attempt in attempts:
         try:
             if settings.shards is None:
                 recorded = await topology.read_shards_async(client, settings.prefix)
@@ -111,20 +115,19 @@ async def _resolve_keyspace(
                 raise QueueUnavailable(
                     f"cannot reach Redis at {mask_url(settings.redis_url)}: {exc}"
                 ) from None
-            log.warning("waiting for Redis error=%s", exc)
-            await wait_for_event(stop, backoff.next_delay())
+            log.warning("waiting for Redis error=%s retry_in=%.2fs", exc, attempt.delay)
             continue
-        if recorded is None:
-            if time.monotonic() >= next_notice:
-                log.info(
-                    "waiting for a publisher to record the shard count of prefix=%s "
-                    "(or pass --shards)",
-                    settings.prefix,
-                )
-                next_notice = time.monotonic() + 30
-            await wait_for_event(stop, settings.idle_wait)
-            continue
-        return Keyspace(prefix=settings.prefix, shards=recorded)
+        if recorded is not None:
+            return Keyspace(prefix=settings.prefix, shards=recorded)
+        # Redis answered: what is missing is a publisher, so poll at the idle pace.
+        attempts.succeeded()
+        if time.monotonic() >= next_notice:
+            log.info(
+                "waiting for a publisher to record the shard count of prefix=%s (or pass --shards)",
+                settings.prefix,
+            )
+            next_notice = time.monotonic() + 30
+        await wait_for_event(stop, settings.idle_wait)
     return None
 
 
@@ -132,8 +135,7 @@ async def _check_centrifugo(
     api: CentrifugoAPI, settings: RelaySettings, deadline: float, stop: asyncio.Event
 ) -> None:
     """Prove the API URL and key before touching any queue (HTTP 401 is fatal)."""
-    backoff = Backoff(0.1, 2.0)
-    while not stop.is_set():
+    async for attempt in _STARTUP_BACKOFF.attempts(stop):
         result = await api.check()
         if result.verdict is Verdict.REPLIES:
             return
@@ -141,8 +143,12 @@ async def _check_centrifugo(
             raise RelayFatalError(
                 f"Centrifugo API at {settings.api_url} is not answering: {result.reason}"
             )
-        log.warning("waiting for Centrifugo url=%s reason=%s", settings.api_url, result.reason)
-        await wait_for_event(stop, backoff.next_delay())
+        log.warning(
+            "waiting for Centrifugo url=%s reason=%s retry_in=%.2fs",
+            settings.api_url,
+            result.reason,
+            attempt.delay,
+        )
 
 
 async def _run(
