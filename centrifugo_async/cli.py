@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -24,11 +24,11 @@ from .connection import SyncRedisClient, sync_client
 from .exceptions import CentrifugoAsyncError, RelayFatalError
 from .logs import configure_logging, secrets_of
 from .protocol import topology
-from .protocol.keys import DEFAULT_PREFIX, Keyspace
+from .protocol.keys import Keyspace
 from .publisher import Publisher
 from .relay import config
 from .relay.service import serve
-from .relay.settings import RelaySettings
+from .relay.settings import SETTINGS, OneOf, RelaySettings, Setting, setting_named
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,6 +65,24 @@ class RedisTarget:
         return sync_client(self.url, cluster=self.cluster)
 
 
+def _shared_option(name: str, **kwargs: Any) -> Callable[[F], F]:
+    """An operator command's flag for a relay setting, read by click with its default and env var.
+
+    Name, environment variable, default and help come from the settings table,
+    so ``stats`` and ``relay`` cannot disagree about them.
+    """
+    setting = setting_named(name)
+    return click.option(
+        setting.flag,
+        envvar=setting.env,
+        show_envvar=True,
+        default=setting.default,
+        show_default=True,
+        help=setting.help,
+        **kwargs,
+    )
+
+
 def redis_options(func: F) -> F:
     """Add ``--redis-url`` / ``--redis-cluster`` and pass them on as ``redis: RedisTarget``."""
 
@@ -72,29 +90,12 @@ def redis_options(func: F) -> F:
     def wrapper(*args: Any, redis_url: str, redis_cluster: bool, **kwargs: Any) -> Any:
         return func(*args, redis=RedisTarget(redis_url, redis_cluster), **kwargs)
 
-    wrapper = click.option(
-        "--redis-cluster",
-        is_flag=True,
-        envvar="CENTRIFUGO_ASYNC_REDIS_CLUSTER",
-        help="The Redis URL is a node of a Redis Cluster [env: CENTRIFUGO_ASYNC_REDIS_CLUSTER].",
-    )(wrapper)
-    wrapper = click.option(
-        "--redis-url",
-        envvar="CENTRIFUGO_ASYNC_REDIS_URL",
-        default="redis://127.0.0.1:6379/0",
-        show_default=True,
-        help="Redis holding the queues [env: CENTRIFUGO_ASYNC_REDIS_URL].",
-    )(wrapper)
+    wrapper = _shared_option("redis_cluster", is_flag=True)(wrapper)
+    wrapper = _shared_option("redis_url")(wrapper)
     return wrapper  # type: ignore[return-value]
 
 
-prefix_option = click.option(
-    "--prefix",
-    envvar="CENTRIFUGO_ASYNC_PREFIX",
-    default=DEFAULT_PREFIX,
-    show_default=True,
-    help="Key prefix of the queues [env: CENTRIFUGO_ASYNC_PREFIX].",
-)
+prefix_option = _shared_option("prefix")
 
 
 @click.group()
@@ -103,69 +104,81 @@ def main() -> None:
     """Ordered, versioned asynchronous publishing to Centrifugo."""
 
 
+class _SettingOption(click.Option):
+    """The flag of one relay setting, derived from its row in the settings table.
+
+    It has no click default (None means "not given") and names the setting's
+    environment variable in ``--help`` without reading it: ``config.load_settings``
+    reads the environment itself, to keep flags > environment > file and to say
+    where each value came from.
+    """
+
+    def __init__(self, param_decls: Sequence[str], *, setting: Setting, **kwargs: Any) -> None:
+        self.setting = setting
+        if isinstance(setting.check, OneOf):
+            kwargs["type"] = click.Choice(
+                setting.check.choices, case_sensitive=not setting.check.ignore_case
+            )
+        elif setting.type is not bool:
+            kwargs.update(metavar=config.kind_of(setting).metavar, callback=self._parse)
+        super().__init__(
+            param_decls,
+            default=None,
+            envvar=setting.env,
+            show_envvar=True,
+            help=setting.help,
+            **kwargs,
+        )
+
+    def _parse(self, ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        """The flag's text parsed as the setting's TOML and environment values are."""
+        if value is None:
+            return None
+        try:
+            return config.parse_value(self.setting, value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        return None
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        """Only the flag: a bad flag value did not come from the environment variable."""
+        return click.Parameter.get_error_hint(self, ctx)
+
+    def get_help_extra(self, ctx: click.Context) -> click.types.OptionHelpExtra:
+        extra = super().get_help_extra(ctx)
+        if self.setting.required:
+            extra["required"] = "required"
+        else:
+            extra["default"] = self.setting.shown_default
+        if self.setting.check is not None and not isinstance(self.setting.check, OneOf):
+            extra["range"] = self.setting.check.describe()
+        return extra
+
+
+def _setting_option(setting: Setting) -> Callable[[F], F]:
+    on_off = f"{setting.flag}/--no-{setting.name.replace('_', '-')}"
+    flag = on_off if setting.type is bool else setting.flag
+    return click.option(flag, cls=_SettingOption, setting=setting)
+
+
 def _relay_options(func: F) -> F:
-    """Flags of the relay's settings. None means "not given": file, env or default decide."""
+    """``--config`` and a flag for every relay setting, in the order of the settings table."""
     options = [
         click.option(
             "--config",
             "config_file",
             type=click.Path(dir_okay=False),
-            envvar="CENTRIFUGO_ASYNC_CONFIG",
-            help="TOML configuration file [env: CENTRIFUGO_ASYNC_CONFIG].",
+            envvar=config.CONFIG_ENV,
+            show_envvar=True,
+            help="TOML configuration file.",
         ),
-        click.option(
-            "--redis-url", help="Redis holding the queues [env: CENTRIFUGO_ASYNC_REDIS_URL]."
-        ),
-        click.option(
-            "--redis-cluster/--no-redis-cluster",
-            default=None,
-            help="The Redis URL is a Redis Cluster node [env: CENTRIFUGO_ASYNC_REDIS_CLUSTER].",
-        ),
-        click.option("--prefix", help="Key prefix of the queues [env: CENTRIFUGO_ASYNC_PREFIX]."),
-        click.option("--api-url", help="Centrifugo server API prefix [env: CENTRIFUGO_API_URL]."),
-        click.option("--api-key", help="Centrifugo http_api.key [env: CENTRIFUGO_API_KEY]."),
-        click.option("--shards", type=int, help="Shard count (default: as recorded)."),
-        click.option("--max-batch", type=int, help="Commands per /api/batch (default 500)."),
-        click.option("--lease-ttl", type=float, help="Seconds a lease lasts unrenewed (10)."),
-        click.option("--request-timeout", type=float, help="Centrifugo request timeout (5)."),
-        click.option(
-            "--late-delivery",
-            help="Drop rules, e.g. 'typing:*=2s,orders:*=never' [env: ..._LATE_DELIVERY].",
-        ),
-        click.option(
-            "--forward-version",
-            help="Channel patterns that get Centrifugo's version field, comma-separated.",
-        ),
-        click.option("--metrics-host", help="Bind address of /metrics and /health (127.0.0.1)."),
-        click.option(
-            "--metrics-port", type=int, help="Port of /metrics and /health; 0: off (9108)."
-        ),
-        click.option("--stuck-after", type=float, help="Seconds of lag /health calls stuck (60)."),
-        click.option("--log-format", type=click.Choice(["console", "json"])),
-        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"])),
+        *(_setting_option(setting) for setting in SETTINGS),
     ]
     for option in reversed(options):
         func = option(func)
     return func
-
-
-def _settings_from(
-    config_file: str | None, flags: dict[str, Any]
-) -> tuple[RelaySettings, dict[str, str]]:
-    parsed = dict(flags)
-    if parsed.get("late_delivery") is not None:
-        parsed["late_delivery"] = _parse_flag(config.SOURCES, "late_delivery", parsed)
-    if parsed.get("forward_version") is not None:
-        parsed["forward_version"] = _parse_flag(config.SOURCES, "forward_version", parsed)
-    return config.load_settings(config_file, os.environ, parsed)
-
-
-def _parse_flag(sources: tuple[config.Source, ...], field: str, flags: dict[str, Any]) -> Any:
-    source = next(s for s in sources if s.field == field)
-    try:
-        return source.parse(flags[field])
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--" + field.replace("_", "-")) from None
 
 
 @main.command()
@@ -173,7 +186,7 @@ def _parse_flag(sources: tuple[config.Source, ...], field: str, flags: dict[str,
 @_friendly_errors
 def relay(config_file: str | None, **flags: Any) -> None:
     """Move queued envelopes into Centrifugo, in order per key, until SIGTERM/SIGINT."""
-    settings, _ = _settings_from(config_file, flags)
+    settings, _ = config.load_settings(config_file, os.environ, flags)
     configure_logging(
         settings.log_level,
         settings.log_format,
@@ -200,7 +213,7 @@ def config_group() -> None:
 @_friendly_errors
 def config_check(config_file: str | None, **flags: Any) -> None:
     """Validate the configuration and print the effective values (secrets masked)."""
-    settings, origin = _settings_from(config_file, flags)
+    settings, origin = config.load_settings(config_file, os.environ, flags)
     click.echo(config.describe(settings, origin), nl=False)
     click.echo("# configuration is valid", err=True)
 

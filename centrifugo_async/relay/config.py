@@ -1,6 +1,7 @@
 """Relay configuration from a TOML file, the environment and flags (flags win).
 
-Every value has one name per source::
+Every setting has one name per source, all derived from its row in the settings
+table (``settings.SETTINGS``, the fields of ``RelaySettings``)::
 
     TOML                          environment                         flag
     [redis] url                   CENTRIFUGO_ASYNC_REDIS_URL          --redis-url
@@ -9,14 +10,17 @@ Every value has one name per source::
     [late_delivery] "typing:*"    CENTRIFUGO_ASYNC_LATE_DELIVERY      --late-delivery
     ...
 
-``load_settings`` merges defaults < file < environment < flags, validates the
-result and reports any problem as a ``ConfigError`` naming the key and where it
-came from. ``describe`` renders the effective configuration with its sources and
-the secrets masked (``centrifugo-async config check``).
+Raw values are parsed by the setting's type (``KINDS``), the same way from each
+source. ``load_settings`` merges defaults < file < environment < flags,
+validates the result and reports any problem as a ``ConfigError`` naming the key
+and where it came from. ``describe`` renders the effective configuration with
+its sources and the secrets masked (``centrifugo-async config check``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import re
 import tomllib
@@ -27,11 +31,31 @@ from typing import Any
 import attrs
 
 from ..exceptions import ConfigError
-from .settings import LatePolicy, RelaySettings
+from .settings import (
+    ENV_PREFIX,
+    SETTINGS,
+    InvalidSetting,
+    LatePolicy,
+    RelaySettings,
+    Schemes,
+    Setting,
+    setting_named,
+)
 
-__all__ = ["ENV_PREFIX", "SOURCES", "describe", "load_settings", "parse_duration_ms"]
+__all__ = [
+    "CONFIG_ENV",
+    "KINDS",
+    "ValueKind",
+    "describe",
+    "kind_of",
+    "load_settings",
+    "mask_url",
+    "parse_duration_ms",
+    "parse_value",
+]
 
-ENV_PREFIX = "CENTRIFUGO_ASYNC_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+"""Names the TOML file when ``--config`` is not given."""
 
 
 def parse_duration_ms(value: object) -> int | None:
@@ -47,6 +71,8 @@ def parse_duration_ms(value: object) -> int | None:
         seconds = number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
     else:
         raise ValueError(f"not a duration (like '2s', '500ms' or 'never'): {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a finite duration: {value!r}")
     return round(seconds * 1000)
 
 
@@ -61,15 +87,21 @@ def _to_bool(value: object) -> bool:
 
 
 def _to_int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"not an integer: {value!r}")
-    return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    raise ValueError(f"not an integer: {value!r}")
 
 
 def _to_float(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"not a number: {value!r}")
-    return float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    raise ValueError(f"not a number: {value!r}")
 
 
 def _to_str(value: object) -> str:
@@ -107,43 +139,34 @@ def _optional_int(value: object) -> int | None:
 
 
 @attrs.frozen
-class Source:
-    """How one setting is spelled in each source, and how its raw value is parsed."""
+class ValueKind:
+    """How raw values of one type are read from TOML, the environment or a flag."""
 
-    field: str
-    toml: str
-    env: str
     parse: Callable[[object], Any]
+    metavar: str
+    """What ``--help`` calls a flag's value."""
 
 
-def _source(field: str, toml: str, parse: Callable[[object], Any], env: str = "") -> Source:
-    return Source(field, toml, env or ENV_PREFIX + field.upper(), parse)
+KINDS: Mapping[object, ValueKind] = {
+    str: ValueKind(_to_str, "TEXT"),
+    bool: ValueKind(_to_bool, "BOOLEAN"),
+    int: ValueKind(_to_int, "INTEGER"),
+    int | None: ValueKind(_optional_int, "INTEGER"),
+    float: ValueKind(_to_float, "SECONDS"),  # every float setting is a duration
+    tuple[str, ...]: ValueKind(_to_patterns, "PATTERN,..."),
+    tuple[LatePolicy, ...]: ValueKind(_to_policies, "PATTERN=AGE,..."),
+}
+"""Per setting type (a ``RelaySettings`` annotation), how its values are read."""
 
 
-SOURCES = (
-    _source("redis_url", "redis.url", _to_str),
-    _source("redis_cluster", "redis.cluster", _to_bool),
-    _source("prefix", "redis.prefix", _to_str),
-    _source("api_url", "centrifugo.api_url", _to_str, env="CENTRIFUGO_API_URL"),
-    _source("api_key", "centrifugo.api_key", _to_str, env="CENTRIFUGO_API_KEY"),
-    _source("request_timeout", "centrifugo.request_timeout", _to_float),
-    _source("forward_version", "centrifugo.forward_version", _to_patterns),
-    _source("relay_id", "relay.id", _to_str),
-    _source("shards", "relay.shards", _optional_int),
-    _source("max_batch", "relay.max_batch", _to_int),
-    _source("max_batch_bytes", "relay.max_batch_bytes", _to_int),
-    _source("lease_ttl", "relay.lease_ttl", _to_float),
-    _source("retry_initial", "relay.retry_initial", _to_float),
-    _source("retry_max", "relay.retry_max", _to_float),
-    _source("idle_wait", "relay.idle_wait", _to_float),
-    _source("stuck_after", "relay.stuck_after", _to_float),
-    _source("late_delivery", "late_delivery", _to_policies),
-    _source("metrics_host", "metrics.host", _to_str),
-    _source("metrics_port", "metrics.port", _to_int),
-    _source("log_format", "log.format", _to_str),
-    _source("log_level", "log.level", _to_str),
-)
-SECRETS = frozenset({"api_key"})
+def kind_of(setting: Setting) -> ValueKind:
+    """How values of ``setting`` are read; every setting's type has an entry in ``KINDS``."""
+    return KINDS[setting.type]
+
+
+def parse_value(setting: Setting, raw: object) -> Any:
+    """``raw`` (TOML value, environment text or flag text) as a value of ``setting``."""
+    return kind_of(setting).parse(raw)
 
 
 def load_settings(
@@ -151,49 +174,53 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
 ) -> tuple[RelaySettings, dict[str, str]]:
-    """The validated settings and, per field, where its value came from."""
+    """The validated settings and, per setting, where its value came from.
+
+    ``flags`` holds parsed values by setting name; None means "not given".
+    A problem raises ``InvalidSetting`` (a ``ConfigError``) naming the setting
+    in ``field`` and its source in the message.
+    """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
     if config_file is not None:
-        for source, raw in _read_toml(Path(config_file)).items():
-            label = f"{source.toml} in {config_file}"
-            values[source.field], origin[source.field] = _parse(source, raw, label), label
-    for source in SOURCES:
-        if environ.get(source.env):
-            label = f"${source.env}"
-            values[source.field] = _parse(source, environ[source.env], label)
-            origin[source.field] = label
-    for field, value in (flags or {}).items():
+        for setting, raw in _read_toml(Path(config_file)).items():
+            label = f"{setting.toml} in {config_file}"
+            values[setting.name], origin[setting.name] = _parse(setting, raw, label), label
+    for setting in SETTINGS:
+        if environ.get(setting.env):
+            label = f"${setting.env}"
+            values[setting.name] = _parse(setting, environ[setting.env], label)
+            origin[setting.name] = label
+    for name, value in (flags or {}).items():
         if value is not None:
-            values[field], origin[field] = value, "--" + field.replace("_", "-")
+            values[name], origin[name] = value, setting_named(name).flag
     try:
         settings = RelaySettings(**values)
-    except ValueError as exc:
-        field = next((s.field for s in SOURCES if str(exc).startswith(s.field)), "")
-        where = origin.get(field, "default")
-        raise ConfigError(f"{exc} (from {where})" if field else str(exc)) from None
-    for source in SOURCES:
-        origin.setdefault(source.field, "default")
+    except InvalidSetting as exc:
+        where = origin.get(exc.field, "default")
+        raise InvalidSetting(exc.field, f"{exc} (from {where})") from None
+    for setting in SETTINGS:
+        origin.setdefault(setting.name, "default")
     return settings, origin
 
 
-def _parse(source: Source, raw: object, label: str) -> Any:
+def _parse(setting: Setting, raw: object, label: str) -> Any:
     try:
-        return source.parse(raw)
+        return parse_value(setting, raw)
     except ValueError as exc:
-        raise ConfigError(f"{label}: {exc}") from None
+        raise InvalidSetting(setting.name, f"{label}: {exc}") from None
 
 
-def _read_toml(path: Path) -> dict[Source, object]:
+def _read_toml(path: Path) -> dict[Setting, object]:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    by_key = {source.toml: source for source in SOURCES}
-    found: dict[Source, object] = {}
+    by_key = {setting.toml: setting for setting in SETTINGS}
+    found: dict[Setting, object] = {}
     for section, content in document.items():
         if section in by_key:  # a whole-table setting such as [late_delivery]
             found[by_key[section]] = content
@@ -201,15 +228,15 @@ def _read_toml(path: Path) -> dict[Source, object]:
         if not isinstance(content, dict):
             raise ConfigError(f"{path}: unknown key {section!r} (expected a [section])")
         for key, value in content.items():
-            source = by_key.get(f"{section}.{key}")
-            if source is None:
+            setting = by_key.get(f"{section}.{key}")
+            if setting is None:
                 known = sorted(k for k in by_key if k.startswith(f"{section}.")) or sorted(
                     {k.split(".")[0] for k in by_key}
                 )
                 raise ConfigError(
                     f"{path}: unknown key {section}.{key} (known here: {', '.join(known)})"
                 )
-            found[source] = value
+            found[setting] = value
     return found
 
 
@@ -217,30 +244,31 @@ def describe(settings: RelaySettings, origin: Mapping[str, str]) -> str:
     """The effective configuration as TOML-like lines, secrets masked, with sources."""
     lines = []
     section = ""
-    for source in SOURCES:
-        head, _, key = source.toml.rpartition(".")
-        value = getattr(settings, source.field)
-        if source.field == "late_delivery":
-            head, key = "late_delivery", ""
+    for setting in SETTINGS:
+        head, _, key = setting.toml.rpartition(".")
+        whole_table = not head
+        if whole_table:
+            head = setting.toml
         if head != section:
             lines.append(f"\n[{head}]")
             section = head
-        comment = f"  # {origin.get(source.field, 'default')}"
-        if source.field == "late_delivery":
+        value = getattr(settings, setting.name)
+        comment = f"  # {origin.get(setting.name, 'default')}"
+        if whole_table:
             if not value:
                 lines.append(f"# (none){comment}")
             for policy in value:
                 age = "never" if policy.max_age_ms is None else f"{policy.max_age_ms}ms"
                 lines.append(f'"{policy.pattern}" = "{age}"{comment}')
             continue
-        lines.append(f"{key} = {_render(source.field, value)}{comment}")
+        lines.append(f"{key} = {_render(setting, value)}{comment}")
     return "\n".join(lines).strip() + "\n"
 
 
-def _render(field: str, value: object) -> str:
-    if field in SECRETS:
+def _render(setting: Setting, value: object) -> str:
+    if setting.secret:
         return '"***"' if value else '""'
-    if field == "redis_url" and isinstance(value, str):
+    if isinstance(setting.check, Schemes) and isinstance(value, str):
         return f'"{mask_url(value)}"'
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -1,47 +1,146 @@
-"""``RelaySettings``: everything the relay is configured with, validated up front."""
+"""``RelaySettings``: everything the relay is configured with, validated up front.
+
+The class body is the one table of relay settings. Each field declares, and
+only there, its type (the annotation), default, bounds, TOML key, environment
+variable and help text; ``SETTINGS`` is that table as values. The TOML file,
+the environment, the command-line flags (``centrifugo-async relay --help``),
+``config check`` and the documentation are all derived from it, so a setting is
+written down once and its sources cannot drift apart.
+
+A value out of bounds raises ``InvalidSetting``, which names the setting in its
+``field`` attribute: ``config.load_settings`` adds where the value came from
+without having to guess the setting from the message.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import functools
+import math
 import os
 import socket
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import attrs
 
+from ..exceptions import ConfigError
 from ..protocol.keys import DEFAULT_PREFIX
 from ..protocol.routing import MAX_SHARDS
 
-__all__ = ["LatePolicy", "RelaySettings"]
+__all__ = [
+    "ENV_PREFIX",
+    "SETTINGS",
+    "Bounds",
+    "Check",
+    "InvalidSetting",
+    "LatePolicy",
+    "OneOf",
+    "RelaySettings",
+    "Schemes",
+    "Setting",
+    "setting_named",
+]
+
+ENV_PREFIX = "CENTRIFUGO_ASYNC_"
+"""A setting's environment variable is this plus its name in capitals, unless it says otherwise."""
 
 
-def _default_relay_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+class InvalidSetting(ConfigError):
+    """A setting's value is not allowed; ``field`` names the setting.
+
+    Carrying the name lets the loader say which source gave the value, where
+    matching the message text would confuse ``max_batch`` with ``max_batch_bytes``.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
-def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+class Check(Protocol):
+    """What a setting's value must satisfy, and how to say so in help texts."""
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` (completing "<setting> ..."), or None if it is fine."""
+
+    def describe(self) -> str:
+        """The allowed values in a few words, for ``--help`` and the docs."""
 
 
-def _url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    schemes = (
-        ("redis://", "rediss://", "unix://")
-        if attribute.name == "redis_url"
-        else (
-            "http://",
-            "https://",
-        )
-    )
-    if not value.startswith(schemes):
-        raise ValueError(f"{attribute.name} must start with one of {schemes}, got {value!r}")
+@attrs.frozen
+class Bounds:
+    """Numeric limits: ``above < value`` and ``low <= value <= high``; floats must be finite.
+
+    A float that is nan or infinite is refused whatever the limits: no duration
+    is meaningful as either. An absent optional value (None) is always allowed.
+    """
+
+    above: int | None = None
+    low: int | None = None
+    high: int | None = None
+
+    def problem(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
+        if self.above is not None and value <= self.above:
+            return f"must be > {self.above}, got {value!r}"
+        too_low = self.low is not None and value < self.low
+        too_high = self.high is not None and value > self.high
+        if too_low or too_high:
+            return f"must be {self._range()}, got {value!r}"
+        return None
+
+    def describe(self) -> str:
+        """Like click's ranges: ``x>0``, ``1<=x<=4096``, ``0<x<=4000``."""
+        if self.above is not None:
+            lower, one_sided = f"{self.above}<", f"x>{self.above}"
+        elif self.low is not None:
+            lower, one_sided = f"{self.low}<=", f"x>={self.low}"
+        else:
+            lower, one_sided = "", ""
+        if self.high is None:
+            return one_sided
+        return f"{lower}x<={self.high}"
+
+    def _range(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"{self.low}..{self.high}"
+        return f">= {self.low}" if self.low is not None else f"<= {self.high}"
 
 
-def _shards(_: object, __: attrs.Attribute[int | None], value: int | None) -> None:
-    if value is not None and not 1 <= value <= MAX_SHARDS:
-        raise ValueError(f"shards must be 1..{MAX_SHARDS}, got {value}")
+@attrs.frozen
+class OneOf:
+    """One of a few words (``ignore_case``: in any case, e.g. ``INFO``)."""
+
+    choices: tuple[str, ...]
+    ignore_case: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        word = value.lower() if self.ignore_case and isinstance(value, str) else value
+        return None if word in self.choices else f"must be {self.describe()}, got {value!r}"
+
+    def describe(self) -> str:
+        quoted = [f"'{choice}'" for choice in self.choices]
+        return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+@attrs.frozen
+class Schemes:
+    """A URL with one of these schemes; it may carry a password, which is masked when shown."""
+
+    prefixes: tuple[str, ...]
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, str) and value.startswith(self.prefixes):
+            return None
+        return f"must start with one of {self.prefixes}, got {value!r}"
+
+    def describe(self) -> str:
+        return ", ".join(self.prefixes[:-1]) + " or " + self.prefixes[-1] + " URL"
 
 
 @attrs.frozen
@@ -56,80 +155,238 @@ class LatePolicy:
     max_age_ms: int | None
 
 
-def _policies(_: object, __: attrs.Attribute[Any], value: tuple[LatePolicy, ...]) -> None:
-    for policy in value:
-        if not policy.pattern:
-            raise ValueError("late_delivery has an empty channel pattern")
-        if policy.max_age_ms is not None and policy.max_age_ms < 1:
-            raise ValueError(
-                f"late_delivery[{policy.pattern!r}] must be a positive duration or 'never', "
-                f"got {policy.max_age_ms} ms"
-            )
+@attrs.frozen
+class _ValidPolicies:
+    """Late-delivery rules with a pattern each and a positive age (or none: never drop)."""
+
+    def problem(self, value: tuple[LatePolicy, ...]) -> str | None:
+        for policy in value:
+            if not policy.pattern:
+                return "has an empty channel pattern"
+            if policy.max_age_ms is not None and policy.max_age_ms < 1:
+                return (
+                    f"for {policy.pattern!r} must be a positive duration or 'never', "
+                    f"got {policy.max_age_ms} ms"
+                )
+        return None
+
+    def describe(self) -> str:
+        return "ages like 500ms, 2s, 1.5m, 1h or never"
 
 
-def _log_format(_: object, __: attrs.Attribute[str], value: str) -> None:
-    if value not in ("console", "json"):
-        raise ValueError(f"log_format must be 'console' or 'json', got {value!r}")
+@attrs.frozen
+class Setting:
+    """One row of the settings table: a ``RelaySettings`` field and how it is spelled everywhere."""
+
+    name: str
+    type: object
+    """The field's annotation, resolved: ``int``, ``float``, ``int | None``, ..."""
+    default: Any
+    """The default value; None when it is computed per process (see ``shown_default``)."""
+    toml: str
+    """Key in the TOML file, ``section.key``, or a section name for a whole-table setting."""
+    env: str
+    help: str
+    check: Check | None
+    secret: bool
+    """Masked wherever it is shown (``config check``, ``repr``)."""
+    required: bool
+    """The default (empty) is not allowed: the operator must give a value."""
+    shown_default: str
+    """How ``--help`` and the docs show the default."""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def problem(self, value: Any) -> str | None:
+        if self.required and not value:
+            return f"is empty: pass {self.flag} or set {self.env} ({self.help.rstrip('.')})"
+        return None if self.check is None else self.check.problem(value)
 
 
-def _log_level(_: object, __: attrs.Attribute[str], value: str) -> None:
-    if value.lower() not in ("debug", "info", "warning", "error"):
-        raise ValueError(f"log_level must be debug, info, warning or error, got {value!r}")
+_ROW = "centrifugo_async.setting"
+"""The attrs metadata key of a field's row, completed with its name, type and default."""
 
 
-def _port(_: object, __: attrs.Attribute[int], value: int) -> None:
-    if not 0 <= value <= 65535:
-        raise ValueError(f"metrics_port must be 0..65535 (0 disables metrics), got {value}")
+def _setting(
+    default: object = attrs.NOTHING,
+    *,
+    toml: str,
+    help: str,
+    factory: Callable[[], object] | None = None,
+    check: Check | None = None,
+    env: str = "",
+    secret: bool = False,
+    required: bool = False,
+    shown_default: str = "",
+    converter: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A ``RelaySettings`` field that is also a row of the settings table."""
+    row = Setting("", None, None, toml, env, help, check, secret, required, shown_default)
+    return attrs.field(
+        default=default,
+        factory=factory,
+        validator=_validate,
+        converter=converter,
+        repr=(lambda _: "***") if secret else True,
+        metadata={_ROW: row},
+    )
+
+
+def _validate(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    problem = setting_named(attribute.name).problem(value)
+    if problem is not None:
+        raise InvalidSetting(attribute.name, f"{attribute.name} {problem}")
+
+
+def _default_relay_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+_POSITIVE = Bounds(above=0)
 
 
 @attrs.frozen(kw_only=True)
 class RelaySettings:
     """Relay configuration. Durations are in seconds.
 
+    Each field is a row of the settings table (see the module docstring); its
+    ``help`` says what it is for, and the operations guide lists them all.
     ``shards=None`` adopts the count recorded in Redis by the publishers (waiting
     for the first one if nothing is recorded yet); an explicit count must match
     the recorded one, or is recorded when there is none.
     """
 
-    redis_url: str = attrs.field(default="redis://127.0.0.1:6379/0", validator=_url)
-    api_url: str = attrs.field(default="http://127.0.0.1:8000/api", validator=_url)
-    api_key: str = attrs.field(default="", repr=lambda _: "***")
-    redis_cluster: bool = False
-    """Connect to a Redis Cluster (through any node given in ``redis_url``)."""
-    prefix: str = DEFAULT_PREFIX
-    shards: int | None = attrs.field(default=None, validator=_shards)
-    max_batch: int = attrs.field(default=500, validator=_positive)
-    max_batch_bytes: int = attrs.field(default=1_000_000, validator=_positive)
-    lease_ttl: float = attrs.field(default=10.0, validator=_positive)
-    request_timeout: float = attrs.field(default=5.0, validator=_positive)
-    retry_initial: float = attrs.field(default=0.05, validator=_positive)
-    retry_max: float = attrs.field(default=5.0, validator=_positive)
-    idle_wait: float = attrs.field(default=1.0, validator=_positive)
-    relay_id: str = attrs.field(factory=_default_relay_id)
-    late_delivery: tuple[LatePolicy, ...] = attrs.field(
-        default=(), converter=tuple, validator=_policies
+    redis_url: str = _setting(
+        "redis://127.0.0.1:6379/0",
+        toml="redis.url",
+        check=Schemes(("redis://", "rediss://", "unix://")),
+        help="Redis holding the queues.",
     )
-    """Per channel pattern: drop messages older than this instead of delivering them."""
-    forward_version: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    """Channel patterns whose publications carry the envelope version as Centrifugo's
-    ``version``, so Centrifugo itself skips stale ones. Only for channels carrying a
-    single object: Centrifugo compares versions per channel, not per key."""
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = attrs.field(default=9108, validator=_port)
-    """Port of the /metrics and /health endpoint; 0 disables it."""
-    stuck_after: float = attrs.field(default=60.0, validator=_positive)
-    """/health reports a shard stuck when its oldest message waits longer than this."""
-    log_format: str = attrs.field(default="console", validator=_log_format)
-    log_level: str = attrs.field(default="info", validator=_log_level)
-
-    def __attrs_post_init__(self) -> None:
-        if not self.api_key:
-            raise ValueError(
-                "api_key is empty: pass --api-key or set CENTRIFUGO_API_KEY "
-                "(Centrifugo's http_api.key)"
-            )
-        if self.max_batch > 4000:
-            raise ValueError(f"max_batch must be <= 4000, got {self.max_batch}")
+    redis_cluster: bool = _setting(
+        False,
+        toml="redis.cluster",
+        help="The Redis URL is one node of a Redis Cluster.",
+    )
+    prefix: str = _setting(
+        DEFAULT_PREFIX,
+        toml="redis.prefix",
+        help="Key prefix of the queues, the same as the publishers'.",
+    )
+    api_url: str = _setting(
+        "http://127.0.0.1:8000/api",
+        toml="centrifugo.api_url",
+        env="CENTRIFUGO_API_URL",
+        check=Schemes(("http://", "https://")),
+        help="Centrifugo's server API prefix; the relay posts to its /batch endpoint.",
+    )
+    api_key: str = _setting(
+        "",
+        toml="centrifugo.api_key",
+        env="CENTRIFUGO_API_KEY",
+        secret=True,
+        required=True,
+        help="Centrifugo's http_api.key.",
+    )
+    request_timeout: float = _setting(
+        5.0,
+        toml="centrifugo.request_timeout",
+        check=_POSITIVE,
+        help="Seconds one /api/batch request may take; a timed-out batch is retried.",
+    )
+    forward_version: tuple[str, ...] = _setting(
+        (),
+        toml="centrifugo.forward_version",
+        converter=tuple,
+        help="Channel patterns whose publications carry the envelope version as "
+        "Centrifugo's version, so Centrifugo skips stale ones (single-object channels only).",
+    )
+    relay_id: str = _setting(
+        factory=_default_relay_id,
+        toml="relay.id",
+        shown_default="<hostname>:<pid>:<random>",
+        help="This relay's id in the relay group and in its leases; unique per live relay.",
+    )
+    shards: int | None = _setting(
+        None,
+        toml="relay.shards",
+        check=Bounds(low=1, high=MAX_SHARDS),
+        help="Shard count; 0 adopts the count the publishers recorded in Redis.",
+    )
+    max_batch: int = _setting(
+        500,
+        toml="relay.max_batch",
+        check=Bounds(above=0, high=4000),
+        help="Most commands per /api/batch request.",
+    )
+    max_batch_bytes: int = _setting(
+        1_000_000,
+        toml="relay.max_batch_bytes",
+        check=_POSITIVE,
+        help="Most envelope bytes claimed for one batch.",
+    )
+    lease_ttl: float = _setting(
+        10.0,
+        toml="relay.lease_ttl",
+        check=_POSITIVE,
+        help="Seconds a shard lease lasts unless renewed (it is renewed every lease_ttl / 3).",
+    )
+    retry_initial: float = _setting(
+        0.05,
+        toml="relay.retry_initial",
+        check=_POSITIVE,
+        help="Seconds before the first retry; the delay doubles up to retry_max.",
+    )
+    retry_max: float = _setting(
+        5.0,
+        toml="relay.retry_max",
+        check=_POSITIVE,
+        help="Longest delay between retries, in seconds.",
+    )
+    idle_wait: float = _setting(
+        1.0,
+        toml="relay.idle_wait",
+        check=_POSITIVE,
+        help="Seconds an idle worker waits for new messages before it checks its shard again.",
+    )
+    stuck_after: float = _setting(
+        60.0,
+        toml="relay.stuck_after",
+        check=_POSITIVE,
+        help="Seconds of lag after which /health reports a shard as stuck.",
+    )
+    late_delivery: tuple[LatePolicy, ...] = _setting(
+        (),
+        toml="late_delivery",
+        converter=tuple,
+        check=_ValidPolicies(),
+        help="Per channel pattern, the age past which a message is dropped instead of "
+        "delivered; the first matching pattern decides.",
+    )
+    metrics_host: str = _setting(
+        "127.0.0.1",
+        toml="metrics.host",
+        help="Bind address of the /metrics and /health endpoint.",
+    )
+    metrics_port: int = _setting(
+        9108,
+        toml="metrics.port",
+        check=Bounds(low=0, high=65535),
+        help="Port of the /metrics and /health endpoint; 0 disables it.",
+    )
+    log_format: str = _setting(
+        "console",
+        toml="log.format",
+        check=OneOf(("console", "json")),
+        help="Human-readable lines, or one JSON object per line.",
+    )
+    log_level: str = _setting(
+        "info",
+        toml="log.level",
+        check=OneOf(("debug", "info", "warning", "error"), ignore_case=True),
+        help="Least severe level that is logged.",
+    )
 
     @property
     def lease_renew_interval(self) -> float:
@@ -145,6 +402,44 @@ class RelaySettings:
     def forwards_version(self, channel: str) -> bool:
         """Whether publications to ``channel`` carry Centrifugo's ``version``."""
         return _channel_rules(self.late_delivery, self.forward_version, channel)[1]
+
+
+def _shown(default: object) -> str:
+    """A default as the TOML file spells it (None, an unset count, is 0)."""
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if default == ():
+        return "none"
+    return "0" if default is None else str(default)
+
+
+def _table() -> tuple[Setting, ...]:
+    attrs.resolve_types(RelaySettings)
+    rows = []
+    for field in attrs.fields(RelaySettings):
+        row: Setting = field.metadata[_ROW]
+        # attrs.Factory is a class at run time; its stubs declare a function.
+        computed = isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
+        default = None if computed else field.default
+        shown = row.shown_default or ("required" if row.required else _shown(default))
+        env = row.env or ENV_PREFIX + field.name.upper()
+        rows.append(
+            attrs.evolve(
+                row, name=field.name, type=field.type, default=default, env=env, shown_default=shown
+            )
+        )
+    return tuple(rows)
+
+
+SETTINGS: tuple[Setting, ...] = _table()
+"""Every relay setting, in the order of the TOML file's sections."""
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def setting_named(name: str) -> Setting:
+    """The row of the setting called ``name`` (a ``RelaySettings`` field); KeyError if none."""
+    return _BY_NAME[name]
 
 
 @functools.lru_cache(maxsize=8192)

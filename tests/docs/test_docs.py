@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from centrifugo_async.relay.config import SOURCES, load_settings
+from centrifugo_async.relay.config import load_settings
 from centrifugo_async.relay.metrics import RelayMetrics
-from centrifugo_async.relay.settings import LatePolicy, RelaySettings
+from centrifugo_async.relay.settings import SETTINGS, LatePolicy, RelaySettings
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = ROOT / "docs" / "operations.md"
@@ -87,8 +87,8 @@ def _toml_keys(document: dict[str, object]) -> set[str]:
 def test_relay_toml_example_names_every_setting_and_loads() -> None:
     text = RELAY_TOML.read_text(encoding="utf-8")
     every = _toml_keys(tomllib.loads(_uncommented(text)))
-    assert every == {source.toml for source in SOURCES}, "examples/relay.toml vs config.SOURCES"
-    for source in SOURCES:
+    assert every == {setting.toml for setting in SETTINGS}, "examples/relay.toml vs SETTINGS"
+    for source in SETTINGS:
         assert source.env in text, f"examples/relay.toml does not name ${source.env}"
 
     settings, origin = load_settings(RELAY_TOML, environ={"CENTRIFUGO_API_KEY": "k"})
@@ -104,7 +104,7 @@ def test_relay_toml_example_names_every_setting_and_loads() -> None:
 
 def test_operations_guide_names_every_setting_and_metric() -> None:
     text = OPERATIONS.read_text(encoding="utf-8")
-    for source in SOURCES:
+    for source in SETTINGS:
         toml_name = f"[{source.toml}]" if source.toml == "late_delivery" else source.toml
         assert f"`{toml_name}`" in text, f"operations.md: setting {source.toml} missing"
         assert f"`{source.env}`" in text, f"operations.md: ${source.env} missing"
