@@ -32,8 +32,8 @@ async def work(
         popped = await client.blpop([key], timeout=1)
         if popped is None or not isinstance(popped[1], bytes):
             continue
-        status, body = await http.post("/publish", popped[1])
-        counts[0 if status == 200 and b'"error"' not in body else 1] += 1
+        response = await http.post("/publish", popped[1])
+        counts[0 if response.status == 200 and b'"error"' not in response.body else 1] += 1
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -45,9 +45,11 @@ async def main(args: argparse.Namespace) -> None:
         connect_timeout=2.0,
     )
     await client.ping()
-    status, body = await http.post("/info", b"{}")
-    if status != 200:
-        raise SystemExit(f"Centrifugo answered /api/info with HTTP {status}: {body[:200]!r}")
+    info = await http.post("/info", b"{}")
+    if info.status != 200:
+        raise SystemExit(
+            f"Centrifugo answered /api/info with HTTP {info.status}: {info.body[:200]!r}"
+        )
     print("ready", flush=True)
     counts = [0, 0]
     stop = asyncio.Event()

@@ -172,8 +172,8 @@ class Ceiling:
         )
 
     async def post(self, body: bytes, count: int) -> None:
-        status, content = await self.client.post("/batch", body)
-        result = classify_response(status, content, count)
+        response = await self.client.post("/batch", body)
+        result = classify_response(response.status, response.body, count)
         if result.verdict is not Verdict.REPLIES:
             raise RuntimeError(f"ceiling batch failed: {result.reason}")
         self.rejected += sum(not reply.accepted for reply in result.replies)

@@ -6,14 +6,15 @@ httpcore, h11 and anyio layers, two ``send()`` calls per request, and a failed
 ``import sniffio`` on every request when that package is absent); this client
 costs about 0.06 ms. When traffic is light the relay sends one request per
 message, so that cost *is* its CPU budget and, once the event loop saturates,
-its latency. httpx stays for ``https://`` URLs and for tests that inject a
-transport.
+its latency. httpx stays for ``https://`` URLs (``_httpx.py``).
 
 Scope: plain ``http://``, ``POST`` only, responses with ``Content-Length``,
 chunked encoding or read-until-close. One request per connection at a time;
-idle connections are kept for reuse. Every failure (refused, reset, timeout,
-malformed or truncated response) raises ``HTTPTransportError`` and closes the
-connection; the caller decides whether to retry.
+idle connections are kept for reuse. Every failure raises ``TransportError``
+and closes the connection: cause ``TIMEOUT`` when the response (or the
+connection) took longer than allowed, ``NETWORK`` for everything else (refused,
+reset, closed mid-response, a status line or header that is not HTTP/1.x or is
+too long); the caller decides whether to retry.
 """
 
 from __future__ import annotations
@@ -23,13 +24,22 @@ import contextlib
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-__all__ = ["HTTPTransportError", "KeepAliveClient"]
+from .transport import Response, TransportCause, TransportError
+
+__all__ = ["KeepAliveClient"]
 
 _MAX_HEADER_BYTES = 64 * 1024
 
+_BROKEN_EXCHANGE = (
+    OSError,  # refused, reset, unreachable (ConnectionError and socket errors)
+    EOFError,  # asyncio.IncompleteReadError: closed before the response ended
+    ValueError,  # not HTTP/1.x: status line, header or chunk size that does not parse
+    asyncio.LimitOverrunError,  # a header or chunk-size line longer than the stream limit
+)
 
-class HTTPTransportError(Exception):
-    """The request may or may not have reached the server; no usable response came back."""
+
+class _ConnectTimeout(Exception):
+    pass
 
 
 _Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -62,8 +72,8 @@ class KeepAliveClient:
         self._idle: list[_Connection] = []
         self._closed = False
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        """``POST base_path + path`` with ``body``; returns the status and the response body."""
+    async def post(self, path: str, body: bytes) -> Response:
+        """``POST base_path + path`` with ``body``; raises ``TransportError``."""
         request = b"".join(
             (
                 f"POST {self.base_path}{path} HTTP/1.1\r\n".encode("latin-1"),
@@ -79,13 +89,18 @@ class KeepAliveClient:
                 reader, writer = connection
                 writer.write(request)
                 status, body, keep_alive = await _read_response(reader)
-        except (OSError, EOFError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
+        except TimeoutError as exc:
             if connection is not None:
                 _close(connection)
-            reason = str(exc) or type(exc).__name__
-            if isinstance(exc, TimeoutError):
-                reason = f"no response within {self.timeout}s"
-            raise HTTPTransportError(f"{type(exc).__name__}: {reason}") from exc
+            detail = f"TimeoutError: no response within {self.timeout}s"
+            raise TransportError(TransportCause.TIMEOUT, detail) from exc
+        except _ConnectTimeout as exc:
+            raise TransportError(TransportCause.TIMEOUT, str(exc)) from None
+        except _BROKEN_EXCHANGE as exc:
+            if connection is not None:
+                _close(connection)
+            detail = f"{type(exc).__name__}: {str(exc) or type(exc).__name__}"
+            raise TransportError(TransportCause.NETWORK, detail) from exc
         except BaseException:
             # Cancelled mid-request: the connection's state is unknown, drop it.
             if connection is not None:
@@ -95,7 +110,7 @@ class KeepAliveClient:
             self._idle.append(connection)
         else:
             _close(connection)
-        return status, body
+        return Response(status, body)
 
     def _take_idle(self) -> _Connection | None:
         while self._idle:
@@ -112,7 +127,10 @@ class KeepAliveClient:
             async with asyncio.timeout(self.connect_timeout):
                 return await asyncio.open_connection(self.host, self.port)
         except TimeoutError:
-            raise ConnectionError(f"connect to {self.host}:{self.port} timed out") from None
+            raise _ConnectTimeout(
+                f"TimeoutError: connect to {self.host}:{self.port} took over "
+                f"{self.connect_timeout}s"
+            ) from None
 
     async def aclose(self) -> None:
         self._closed = True
@@ -135,6 +153,8 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
         if not version.startswith(b"HTTP/1."):
             raise ValueError(f"not an HTTP/1.x response: {status_line[:80]!r}")
         status = int(rest[:3])
+        if not 100 <= status <= 599:
+            raise ValueError(f"not an HTTP status: {status_line[:80]!r}")
         if status >= 200 or status == 101:
             break  # skip 1xx interim responses (100 Continue)
     length: int | None = None

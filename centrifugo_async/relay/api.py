@@ -10,6 +10,12 @@ input for deciding what to retry, what to dead-letter and when to stop::
     HTTP 400/413 .................................... the body was refused: isolate the culprit
     HTTP 200, reply error code 100 (internal) ....... retry that command
     HTTP 200, any other reply error code ............ dead-letter that command
+
+Every retry carries a ``RetryCause``, decided where the failure is seen (the
+transport or the classification), never parsed back out of a message.
+
+HTTP itself is behind the ``Transport`` seam (``transport.py``): ``open_transport``
+picks the lean keep-alive client for ``http://`` and httpx for ``https://``.
 """
 
 from __future__ import annotations
@@ -19,19 +25,24 @@ import functools
 from collections.abc import Sequence
 
 import attrs
-import httpx
 import msgspec
 
 from ..exceptions import CentrifugoAuthError, RelayFatalError
-from ._http11 import HTTPTransportError, KeepAliveClient
+from ._http11 import KeepAliveClient
+from ._httpx import HttpxTransport
+from .transport import Transport, TransportCause, TransportError
 
 __all__ = [
     "TEMPORARY_ERROR_CODES",
     "BatchResult",
     "CentrifugoAPI",
     "ReplyStatus",
+    "RetryCause",
     "Verdict",
+    "api_headers",
+    "batch_body",
     "classify_response",
+    "open_transport",
     "publish_command",
 ]
 
@@ -48,6 +59,37 @@ class Verdict(enum.Enum):
     """Nothing is known to have been accepted: send the same batch again later."""
     REFUSED = "refused"
     """Centrifugo refused the request body itself (HTTP 400/413)."""
+
+
+class RetryCause(enum.Enum):
+    """Why something had to be sent again. The values are the ``error_class`` metric labels."""
+
+    NETWORK = "network"
+    """Refused, reset or closed connection, or a response that is not HTTP."""
+    TIMEOUT = "timeout"
+    """No response (or no connection) in time."""
+    HTTP_5XX = "http_5xx"
+    HTTP_429 = "http_429"
+    HTTP_OTHER = "http_other"
+    """Any other status worth retrying (408, unexpected 2xx/3xx)."""
+    BAD_REPLY = "bad_reply"
+    """HTTP 200 whose body is not a batch reply for the commands sent."""
+    CODE_100 = "code_100"
+    """Centrifugo's internal error for a command (the only temporary reply code)."""
+
+    @classmethod
+    def for_status(cls, status: int) -> RetryCause:
+        if 500 <= status <= 599:
+            return cls.HTTP_5XX
+        if status == 429:
+            return cls.HTTP_429
+        return cls.HTTP_OTHER
+
+
+_TRANSPORT_CAUSES = {
+    TransportCause.NETWORK: RetryCause.NETWORK,
+    TransportCause.TIMEOUT: RetryCause.TIMEOUT,
+}
 
 
 @attrs.frozen
@@ -74,7 +116,21 @@ _ACCEPTED = ReplyStatus()
 class BatchResult:
     verdict: Verdict
     replies: tuple[ReplyStatus, ...] = ()
+    """One status per command sent, in order (``Verdict.REPLIES`` only)."""
     reason: str = ""
+    """What went wrong, for logs and dead letters (``RETRY`` and ``REFUSED``)."""
+    cause: RetryCause | None = attrs.field(default=None)
+    """Why the batch must be sent again: set with ``Verdict.RETRY``, and only then."""
+
+    @cause.validator
+    def _cause_goes_with_retry(self, _: attrs.Attribute[RetryCause | None], value: object) -> None:
+        if (value is None) == (self.verdict is Verdict.RETRY):
+            raise ValueError("a BatchResult has a retry cause exactly when its verdict is RETRY")
+
+
+def api_headers(api_key: str) -> dict[str, str]:
+    """The headers of every request to Centrifugo's server API."""
+    return {"X-API-Key": api_key, "Content-Type": "application/json"}
 
 
 class _Error(msgspec.Struct):
@@ -163,18 +219,30 @@ def classify_response(status: int, body: bytes, expected: int) -> BatchResult:
     if status in (400, 413):
         return BatchResult(Verdict.REFUSED, reason=f"HTTP {status}: {_snippet(body)}")
     if status != 200:
-        return BatchResult(Verdict.RETRY, reason=f"HTTP {status}: {_snippet(body)}")
+        return BatchResult(
+            Verdict.RETRY,
+            reason=f"HTTP {status}: {_snippet(body)}",
+            cause=RetryCause.for_status(status),
+        )
     try:
         reply = _reply_decoder.decode(body)
     except msgspec.DecodeError as exc:
-        return BatchResult(Verdict.RETRY, reason=f"unreadable reply ({exc}): {_snippet(body)}")
+        return BatchResult(
+            Verdict.RETRY,
+            reason=f"unreadable reply ({exc}): {_snippet(body)}",
+            cause=RetryCause.BAD_REPLY,
+        )
     if reply.error is not None:
         # An error for the whole batch: apply it to every command.
         status_for_all = ReplyStatus(reply.error.code or 100, reply.error.message)
         return BatchResult(Verdict.REPLIES, (status_for_all,) * expected)
     replies = reply.replies or []
     if len(replies) != expected:
-        return BatchResult(Verdict.RETRY, reason=f"{len(replies)} replies for {expected} commands")
+        return BatchResult(
+            Verdict.RETRY,
+            reason=f"{len(replies)} replies for {expected} commands",
+            cause=RetryCause.BAD_REPLY,
+        )
     return BatchResult(
         Verdict.REPLIES,
         tuple(
@@ -187,67 +255,55 @@ def _snippet(body: bytes) -> str:
     return body[:200].decode("utf-8", "replace").strip() or "(empty body)"
 
 
-class CentrifugoAPI:
-    """A keep-alive HTTP client for one Centrifugo server API.
+def open_transport(
+    api_url: str, api_key: str, *, timeout: float = 5.0, max_connections: int = 64
+) -> Transport:
+    """The relay's transport to Centrifugo's API at ``api_url``.
 
-    Plain ``http://`` URLs use the relay's own ``KeepAliveClient`` (a tenth of
-    httpx's CPU per request, see ``http.py``); ``https://`` URLs and an injected
-    ``transport`` (tests) go through httpx. Both feed ``classify_response``.
+    Plain ``http://`` gets the lean ``KeepAliveClient`` (a tenth of httpx's CPU
+    per request, see ``_http11.py``), ``https://`` gets httpx. Connecting may take
+    ``min(timeout, 2)`` seconds of the request's ``timeout``.
+    """
+    headers = api_headers(api_key)
+    connect_timeout = min(timeout, 2.0)
+    if api_url.startswith("http://"):
+        return KeepAliveClient(
+            api_url,
+            headers,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_idle=max_connections,
+        )
+    return HttpxTransport(
+        api_url,
+        headers,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        max_connections=max_connections,
+    )
+
+
+class CentrifugoAPI:
+    """Centrifugo's server API over a ``Transport``, which it owns and closes.
+
+    ``open_transport`` makes the production one; tests pass a transport that
+    talks to a fake server or to ``httpx.MockTransport``.
     """
 
-    def __init__(
-        self,
-        api_url: str,
-        api_key: str,
-        *,
-        timeout: float = 5.0,
-        max_connections: int = 64,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.api_url = api_url.rstrip("/")
-        headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
-        self._lean: KeepAliveClient | None = None
-        self._client: httpx.AsyncClient | None = None
-        if transport is None and self.api_url.startswith("http://"):
-            self._lean = KeepAliveClient(
-                self.api_url,
-                headers,
-                timeout=timeout,
-                connect_timeout=min(timeout, 2.0),
-                max_idle=max_connections,
-            )
-        else:
-            self._client = httpx.AsyncClient(
-                headers=headers,
-                timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
-                limits=httpx.Limits(
-                    max_connections=max_connections, max_keepalive_connections=max_connections
-                ),
-                transport=transport,
-            )
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
 
     async def send_batch(self, commands: Sequence[bytes]) -> BatchResult:
         """POST ``commands`` to ``/batch`` with ``parallel: false`` and classify the answer."""
-        body = batch_body(commands)
-        if self._lean is not None:
-            try:
-                status, content = await self._lean.post("/batch", body)
-            except HTTPTransportError as exc:
-                return BatchResult(Verdict.RETRY, reason=str(exc))
-            return classify_response(status, content, len(commands))
-        assert self._client is not None
         try:
-            response = await self._client.post(f"{self.api_url}/batch", content=body)
-        except httpx.TransportError as exc:
-            return BatchResult(Verdict.RETRY, reason=f"{type(exc).__name__}: {exc}".rstrip(": "))
-        return classify_response(response.status_code, response.content, len(commands))
+            response = await self._transport.post("/batch", batch_body(commands))
+        except TransportError as exc:
+            return BatchResult(Verdict.RETRY, reason=str(exc), cause=_TRANSPORT_CAUSES[exc.cause])
+        return classify_response(response.status, response.body, len(commands))
 
     async def check(self) -> BatchResult:
         """Probe the API with an empty batch: proves the URL and the key before consuming."""
         return await self.send_batch(())
 
     async def aclose(self) -> None:
-        if self._lean is not None:
-            await self._lean.aclose()
-        if self._client is not None:
-            await self._client.aclose()
+        await self._transport.aclose()

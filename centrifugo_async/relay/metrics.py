@@ -11,30 +11,12 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["RelayMetrics", "retry_class"]
+__all__ = ["RelayMetrics"]
 
 _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900,
 )  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 4000)
-
-
-def retry_class(reason: str) -> str:
-    """A small, stable label for why a batch had to be retried."""
-    lowered = reason.lower()
-    if "timeout" in lowered:
-        return "timeout"
-    if reason.startswith("HTTP 5"):
-        return "http_5xx"
-    if reason.startswith("HTTP 429"):
-        return "http_429"
-    if reason.startswith("HTTP"):
-        return "http_other"
-    if reason.startswith("error 100"):
-        return "code_100"
-    if "replies" in lowered or "unreadable" in lowered:
-        return "bad_reply"
-    return "network"
 
 
 class RelayMetrics:
@@ -61,6 +43,8 @@ class RelayMetrics:
             ["shard"],
             registry=r,
         )
+        # error_class: a RetryCause value (timeout, http_5xx, http_429, http_other,
+        # code_100, bad_reply, network).
         self.retried = Counter(
             "centrifugo_async_retries",
             "Batches (or commands) sent again, by error class.",

@@ -12,7 +12,6 @@ import logging
 import time
 
 import attrs
-import httpx
 import redis.exceptions
 
 from .._retry import Backoff, wait_for_event
@@ -20,12 +19,13 @@ from ..connection import AsyncRedisClient, async_client
 from ..exceptions import QueueUnavailable, RelayFatalError, TopologyMismatch
 from ..protocol import topology
 from ..protocol.keys import Keyspace
-from .api import CentrifugoAPI, Verdict
+from .api import CentrifugoAPI, Verdict, open_transport
 from .config import mask_url
 from .health import HealthServer, HealthState, Sampler
 from .lease import LeaseKeeper
 from .metrics import RelayMetrics
 from .settings import RelaySettings
+from .transport import Transport
 from .worker import ShardWorker
 
 __all__ = ["serve"]
@@ -39,7 +39,7 @@ async def serve(
     settings: RelaySettings,
     *,
     stop: asyncio.Event | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: Transport | None = None,
     startup_timeout: float = STARTUP_TIMEOUT,
     metrics: RelayMetrics | None = None,
 ) -> None:
@@ -52,6 +52,10 @@ async def serve(
     again over the new shards. Raises
     ``RelayFatalError`` (bad API key or URL, shard count mismatch) and
     ``QueueUnavailable`` (Redis unreachable at start-up).
+
+    Requests to Centrifugo go through ``transport`` (closed on return) or, by
+    default, ``open_transport(settings.api_url, ...)``: the lean HTTP/1.1 client
+    for ``http://``, httpx for ``https://``.
     """
     stop = stop or asyncio.Event()
     metrics = metrics or RelayMetrics()
@@ -61,12 +65,11 @@ async def serve(
         server = HealthServer(settings.metrics_host, settings.metrics_port, metrics, health)
         server.start()
     client = async_client(settings.redis_url, cluster=settings.redis_cluster)
-    api = CentrifugoAPI(
-        settings.api_url,
-        settings.api_key,
-        timeout=settings.request_timeout,
-        transport=transport,
-    )
+    if transport is None:
+        transport = open_transport(
+            settings.api_url, settings.api_key, timeout=settings.request_timeout
+        )
+    api = CentrifugoAPI(transport)
     try:
         deadline = time.monotonic() + startup_timeout
         await _check_centrifugo(api, settings, deadline, stop)

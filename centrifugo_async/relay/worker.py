@@ -11,7 +11,8 @@ One batch in flight per shard. Each round:
    the envelope bytes, unchanged.
 3. The commands go to ``/api/batch`` with ``parallel: false``. Retryable failures
    are retried with backoff while the shard waits; rejected commands are
-   dead-lettered; a refused body is resent one command at a time to isolate it.
+   dead-lettered; a refused body is resent one command at a time to isolate it
+   (each answer is settled by ``window.settle_window``).
 4. ``ACK`` (fenced) removes the batch from the in-flight list and records dead
    letters and counters in one step.
 """
@@ -27,6 +28,7 @@ import attrs
 import redis.exceptions
 
 from .._clock import now_ms
+from .._retry import Backoff, wait_for_event
 from ..connection import AsyncRedisClient
 from ..exceptions import EnvelopeDecodeError
 from ..protocol.deadletter import DeadLetter, encode_dead_letter
@@ -34,10 +36,10 @@ from ..protocol.envelope import decode_envelope
 from ..protocol.keys import ShardKeys
 from ..protocol.scripts import ACK, CLAIM, LEASE_LOST
 from .api import CentrifugoAPI, Verdict, publish_command
-from .backoff import Backoff, wait_for_event
 from .lease import LeaseKeeper
-from .metrics import RelayMetrics, retry_class
+from .metrics import RelayMetrics
 from .settings import RelaySettings
+from .window import Retry, settle_window
 
 __all__ = ["ShardWorker"]
 
@@ -55,6 +57,14 @@ class _Item:
     delivered: bool = False
     expired: bool = False
     dead_letter: DeadLetter | None = None
+
+
+@attrs.frozen
+class _Outgoing:
+    """An item that became a publish command, waiting to be accepted."""
+
+    item: _Item
+    command: bytes
 
 
 @attrs.define
@@ -95,28 +105,35 @@ class ShardWorker:
 
     async def run(self) -> None:
         """Consume the shard until ``stop`` is set; raises ``RelayFatalError``."""
-        redis_backoff = Backoff(self._settings.retry_initial, self._settings.retry_max)
-        while not self._stop.is_set():
-            if self._leases.should_release(self.shard):
-                await self._leases.release(self.shard)
-                continue
-            lease = self._leases.value(self.shard)
-            if lease is None:
-                await self._leases.wait_acquired(self.shard, self._settings.idle_wait)
-                continue
+        backoff = Backoff(self._settings.retry_initial, self._settings.retry_max)
+        attempts = backoff.attempts(self._stop)
+        async for attempt in attempts:
             try:
-                redelivery, entries = await self._claim_batch(lease)
-                if entries:
-                    await self._process(entries, redelivery, lease)
-                else:
-                    await self._redis.blpop([self.keys.bell], timeout=self._settings.idle_wait)
-                redis_backoff.reset()
-            except _LeaseLost:
-                self._leases.lost(self.shard)
+                await self._round()
             except redis.exceptions.RedisError as exc:
-                delay = redis_backoff.next_delay()
-                log.warning("redis error shard=%d error=%s retry_in=%.2fs", self.shard, exc, delay)
-                await self._sleep(delay)
+                log.warning(
+                    "redis error shard=%d error=%s retry_in=%.2fs", self.shard, exc, attempt.delay
+                )
+            else:
+                attempts.succeeded()
+
+    async def _round(self) -> None:
+        """One step: hand the lease over, wait for it, or claim and process a batch."""
+        if self._leases.should_release(self.shard):
+            await self._leases.release(self.shard)
+            return
+        lease = self._leases.value(self.shard)
+        if lease is None:
+            await self._leases.wait_acquired(self.shard, self._settings.idle_wait)
+            return
+        try:
+            redelivery, entries = await self._claim_batch(lease)
+            if entries:
+                await self._process(entries, redelivery, lease)
+            else:
+                await self._redis.blpop([self.keys.bell], timeout=self._settings.idle_wait)
+        except _LeaseLost:
+            self._leases.lost(self.shard)
 
     async def _claim_batch(self, lease: str) -> tuple[bool, list[bytes]]:
         s = self._settings
@@ -135,7 +152,8 @@ class ShardWorker:
         if redelivery:
             log.info("redelivering in-flight shard=%d count=%d", self.shard, len(entries))
         items = [self._prepare(raw) for raw in entries]
-        if not await self._deliver([i for i in items if i.command is not None], lease):
+        outgoing = [_Outgoing(i, i.command) for i in items if i.command is not None]
+        if not await self._deliver(outgoing, lease):
             return
         await self._acknowledge(items, lease)
 
@@ -162,7 +180,7 @@ class ShardWorker:
         )
         return item
 
-    async def _deliver(self, pending: Sequence[_Item], lease: str) -> bool:
+    async def _deliver(self, pending: Sequence[_Outgoing], lease: str) -> bool:
         """Send until every item is delivered or dead-lettered.
 
         Returns False when it gave up without finishing (stop requested after the
@@ -170,6 +188,7 @@ class ShardWorker:
         in the in-flight list for the next owner or the next start.
         """
         backoff = Backoff(self._settings.retry_initial, self._settings.retry_max)
+        failures = 0
         window = len(pending)
         first_attempt = True
         while pending:
@@ -181,42 +200,32 @@ class ShardWorker:
             first_attempt = False
             head = pending[:window]
             started = time.perf_counter()
-            result = await self._api.send_batch([item.command for item in head])  # type: ignore[misc]
+            result = await self._api.send_batch([o.command for o in head])
             self._metrics.request_latency.observe(time.perf_counter() - started)
             self._metrics.batch_size.observe(len(head))
-            if result.verdict is Verdict.RETRY:
-                await self._retry_later(backoff, result.reason, len(head))
-                continue
-            if result.verdict is Verdict.REFUSED:
-                if window > 1:
-                    log.warning(
-                        "batch refused, isolating shard=%d size=%d reason=%s",
-                        self.shard,
-                        window,
-                        result.reason,
-                    )
-                    window = 1
-                else:
-                    head[0].dead_letter = self._dead_letter(head[0], "refused", result.reason)
-                    pending = pending[1:]
-                continue
-            retry, retry_reason = [], ""
-            for item, reply in zip(head, result.replies, strict=True):
-                if reply.accepted:
-                    item.delivered = True
-                elif reply.temporary:
-                    retry.append(item)
-                    retry_reason = f"error {reply.code}: {reply.message}"
-                else:
-                    item.dead_letter = self._dead_letter(
-                        item, "rejected", reply.message, code=reply.code
-                    )
-            pending = [*retry, *pending[len(head) :]]
-            window = len(pending) if window > 1 else 1
-            if retry:
-                await self._retry_later(backoff, retry_reason, len(retry))
-            else:
-                backoff.reset()
+            outcome = settle_window(pending, window, result)
+            for sent in outcome.delivered:
+                sent.item.delivered = True
+            for sent, reply in outcome.rejected:
+                sent.item.dead_letter = self._dead_letter(
+                    sent.item, "rejected", reply.message, code=reply.code
+                )
+            if outcome.refused is not None:
+                item = outcome.refused.item
+                item.dead_letter = self._dead_letter(item, "refused", result.reason)
+            if outcome.isolating:
+                log.warning(
+                    "batch refused, isolating shard=%d size=%d reason=%s",
+                    self.shard,
+                    window,
+                    result.reason,
+                )
+            pending, window = outcome.pending, outcome.window
+            if outcome.retry is not None:
+                await self._retry_later(outcome.retry, backoff.delay(failures))
+                failures += 1
+            elif result.verdict is Verdict.REPLIES:
+                failures = 0
         return True
 
     async def _acknowledge(self, items: Sequence[_Item], lease: str) -> None:
@@ -272,15 +281,14 @@ class ShardWorker:
             relay=self._leases.owner,
         )
 
-    async def _retry_later(self, backoff: Backoff, reason: str, count: int) -> None:
-        delay = backoff.next_delay()
+    async def _retry_later(self, retry: Retry, delay: float) -> None:
         self.counts.retries += 1
-        self._metrics.retried.labels(retry_class(reason)).inc()
+        self._metrics.retried.labels(retry.cause.value).inc()
         log.warning(
             "retrying shard=%d count=%d reason=%s retry_in=%.2fs",
             self.shard,
-            count,
-            reason,
+            retry.count,
+            retry.reason,
             delay,
         )
         await self._sleep(delay)

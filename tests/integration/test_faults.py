@@ -1,4 +1,9 @@
-"""Failures of Centrifugo, of the relay and of the data: nothing is lost or reordered."""
+"""Failures of Centrifugo, of the relay and of the data: nothing is lost or reordered.
+
+Most faults need the real Centrifugo (outages, what subscribers receive, its own
+error codes); a Centrifugo that hangs is the scripted fake on loopback
+(``tests/support/fake_centrifugo``), reached through the relay's own HTTP client.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from centrifugo_async.admin import iter_dead_letters
 from centrifugo_async.relay import RelaySettings, serve
 from devstack import DEV_API_KEY, CentrifugoServer, RelayProcess
 from tests.support.checks import order_inversions, published_pairs
+from tests.support.fake_centrifugo import FakeCentrifugo, Hang
 from tests.support.stack import history, shard_stats, wait_until_drained
 from tests.support.subscriber import Subscriber
 
@@ -94,6 +100,43 @@ async def test_centrifugo_outage_loses_nothing(
     assert len(delivered) == len(during)
     assert published_pairs(delivered) == {(m.key, m.version) for m in during}
     assert order_inversions(delivered) == 0
+
+
+async def test_stop_while_centrifugo_hangs_keeps_the_batch_for_the_next_start(
+    redis_url: str, publisher: AsyncPublisher
+) -> None:
+    batch = messages(["obj:hang"], 20, 1)
+    await publisher.publish_many(batch)
+    async with FakeCentrifugo() as fake:
+        fake.script(Hang())
+        settings = RelaySettings(
+            metrics_port=0,
+            redis_url=redis_url,
+            api_url=fake.url,
+            api_key=fake.api_key or "",
+            lease_ttl=3.0,
+            idle_wait=0.2,
+            retry_initial=0.05,
+            retry_max=0.5,
+            request_timeout=1.0,
+        )
+        stop = asyncio.Event()
+        relay = asyncio.create_task(serve(settings, stop=stop))
+        await fake.wait_for(lambda: len(fake.batches) == 1, within=20)
+        stop.set()
+        await asyncio.wait_for(relay, 5)  # the hung request times out, no retry after stop
+        stats = shard_stats(redis_url, SHARDS)
+        assert sum(s.in_flight for s in stats) == len(fake.batches[0].commands) == 20
+        assert sum(s.lease_owner is not None for s in stats) == 0
+        assert fake.accepted == []
+
+        stop = asyncio.Event()
+        relay = asyncio.create_task(serve(settings, stop=stop))
+        await wait_until_drained(redis_url, SHARDS, within=20)
+        stop.set()
+        await asyncio.wait_for(relay, 10)
+    assert [p["data"]["version"] for p in fake.accepted] == list(range(1, 21))
+    assert sum(s.delivered for s in shard_stats(redis_url, SHARDS)) == 20
 
 
 async def test_relay_killed_mid_stream_loses_nothing_and_keeps_order(

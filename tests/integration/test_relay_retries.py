@@ -1,66 +1,57 @@
 """The relay's retry, isolation and ordering logic, with a scripted Centrifugo.
 
-Redis is real; Centrifugo is an ``httpx.MockTransport`` so that each failure
-class can be produced on demand and every request the relay sends is recorded.
+Redis is real; Centrifugo is the scripted fake (``tests/support/fake_centrifugo``)
+on loopback, so each failure class can be produced on demand and every request
+the relay sends is recorded, while the relay runs its production HTTP path: the
+lean HTTP/1.1 client that ``serve()`` picks for an ``http://`` URL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 
 import attrs
-import httpx
 import pytest
 import redis
 
 from centrifugo_async import CentrifugoAuthError, Keyspace, Message, Publisher
 from centrifugo_async.admin import iter_dead_letters
 from centrifugo_async.relay import RelaySettings, serve
+from centrifugo_async.relay.metrics import RelayMetrics
+from tests.support.fake_centrifugo import (
+    Accept,
+    Behaviour,
+    CloseMidBody,
+    Decide,
+    Drop,
+    FakeCentrifugo,
+    GarbageStatusLine,
+    Hang,
+    Raw,
+    ReplyErrors,
+    Request,
+    Status,
+)
 from tests.support.stack import wait_until_drained
 
 SHARDS = 2
-Responder = Callable[[list[dict[str, object]]], httpx.Response]
-
-
-def ok(commands: list[dict[str, object]]) -> httpx.Response:
-    return httpx.Response(200, json={"replies": [{"publish": {}} for _ in commands]})
-
-
-class ScriptedCentrifugo:
-    """Answers batches with the next responder, then with success; records deliveries."""
-
-    def __init__(self, *responders: Responder) -> None:
-        self.responders = list(responders)
-        self.delivered: list[dict[str, object]] = []
-        self.requests = 0
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        commands = [c["publish"] for c in json.loads(request.content)["commands"]]
-        if not commands:
-            return ok(commands)  # start-up probe
-        self.requests += 1
-        responder = self.responders.pop(0) if self.responders else ok
-        response = responder(commands)
-        if response.status_code == 200:
-            for command, reply in zip(commands, response.json()["replies"], strict=True):
-                if "error" not in reply:
-                    self.delivered.append(command["data"])  # type: ignore[arg-type]
-        return response
 
 
 async def relay_through(
-    settings: RelaySettings, server: ScriptedCentrifugo, expected: int, within: float = 20
+    settings: RelaySettings,
+    server: FakeCentrifugo,
+    expected: int,
+    within: float = 20,
+    metrics: RelayMetrics | None = None,
 ) -> None:
     stop = asyncio.Event()
-    transport = httpx.MockTransport(server.handle)
-    task = asyncio.create_task(serve(settings, stop=stop, transport=transport))
+    task = asyncio.create_task(serve(settings, stop=stop, metrics=metrics))
     try:
         await wait_until_drained(settings.redis_url, SHARDS, within=within)
         async with asyncio.timeout(within):
             while True:
-                if len(server.delivered) >= expected or task.done():
+                if len(server.accepted) >= expected or task.done():
                     break
                 await asyncio.sleep(0.05)
     finally:
@@ -69,12 +60,18 @@ async def relay_through(
 
 
 @pytest.fixture
-def settings(redis_url: str) -> RelaySettings:
+async def fake() -> AsyncIterator[FakeCentrifugo]:
+    async with FakeCentrifugo() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(redis_url: str, fake: FakeCentrifugo) -> RelaySettings:
     return RelaySettings(
         metrics_port=0,
         redis_url=redis_url,
-        api_url="http://centrifugo.test/api",
-        api_key="k",
+        api_url=fake.url,
+        api_key=fake.api_key or "",
         lease_ttl=3.0,
         idle_wait=0.1,
         retry_initial=0.01,
@@ -87,50 +84,38 @@ def publish(redis_url: str, count: int, key: str = "doc", channel: str = "obj:1"
         publisher.publish_many([Message(channel, {"n": v}, key, v) for v in range(1, count + 1)])
 
 
-def versions(server: ScriptedCentrifugo) -> list[int]:
-    return [int(d["version"]) for d in server.delivered]  # type: ignore[call-overload]
+def versions(server: FakeCentrifugo) -> list[int]:
+    return [int(p["data"]["version"]) for p in server.accepted]
 
 
-def status(code: int) -> Responder:
-    return lambda commands: httpx.Response(code, text="unavailable")
-
-
-def reply_error(code: int, at: int) -> Responder:
-    def respond(commands: list[dict[str, object]]) -> httpx.Response:
-        replies: list[dict[str, object]] = [{"publish": {}} for _ in commands]
-        replies[at] = {"error": {"code": code, "message": f"error {code}"}}
-        return httpx.Response(200, json={"replies": replies})
-
-    return respond
-
-
-def network_error(commands: list[dict[str, object]]) -> httpx.Response:
-    raise httpx.ConnectError("connection refused")
+def reply_error(code: int, at: int) -> Behaviour:
+    return ReplyErrors({at: code})
 
 
 async def test_server_and_network_errors_are_retried_without_loss_or_reordering(
-    settings: RelaySettings,
+    settings: RelaySettings, fake: FakeCentrifugo
 ) -> None:
     publish(settings.redis_url, 300)
-    server = ScriptedCentrifugo(status(503), network_error, status(502), status(500))
-    await relay_through(settings, server, expected=300)
-    assert versions(server) == list(range(1, 301))
-    assert server.requests >= 5
+    fake.script(Status(503), Drop(), Status(502), Status(500))
+    await relay_through(settings, fake, expected=300)
+    assert versions(fake) == list(range(1, 301))
+    assert len(fake.batches) >= 5
 
 
 async def test_code_100_is_retried_and_other_codes_are_dead_lettered(
-    settings: RelaySettings,
+    settings: RelaySettings, fake: FakeCentrifugo
 ) -> None:
     publish(settings.redis_url, 5)
-    server = ScriptedCentrifugo(reply_error(100, at=0), reply_error(100, at=0))
-    await relay_through(settings, server, expected=5)
-    assert sorted(versions(server)) == [1, 2, 3, 4, 5]
+    fake.script(reply_error(100, at=0), reply_error(100, at=0))
+    await relay_through(settings, fake, expected=5)
+    assert sorted(versions(fake)) == [1, 2, 3, 4, 5]
 
     redis.Redis.from_url(settings.redis_url).flushall()
     publish(settings.redis_url, 3)
-    server = ScriptedCentrifugo(reply_error(107, at=1))
-    await relay_through(settings, server, expected=2)
-    assert versions(server) == [1, 3]
+    async with FakeCentrifugo() as second:
+        second.script(reply_error(107, at=1))
+        await relay_through(attrs.evolve(settings, api_url=second.url), second, expected=2)
+    assert versions(second) == [1, 3]
     client = redis.Redis.from_url(settings.redis_url)
     (entry,) = iter_dead_letters(client, Keyspace(shards=SHARDS))
     assert entry.letter is not None
@@ -138,58 +123,96 @@ async def test_code_100_is_retried_and_other_codes_are_dead_lettered(
     assert b'"version":2' in entry.letter.original
 
 
-async def test_a_refused_body_is_isolated_to_the_one_bad_command(settings: RelaySettings) -> None:
+async def test_a_refused_body_is_isolated_to_the_one_bad_command(
+    settings: RelaySettings, fake: FakeCentrifugo
+) -> None:
     publish(settings.redis_url, 10)
 
-    def refuse_version_4(commands: list[dict[str, object]]) -> httpx.Response:
-        if any(c["data"]["version"] == 4 for c in commands):  # type: ignore[index]
-            return httpx.Response(400, text="Bad Request")
-        return ok(commands)
+    def refuse_version_4(request: Request) -> Behaviour:
+        if any(p["data"]["version"] == 4 for p in request.publications):
+            return Status(400, b"Bad Request")
+        return Accept()
 
-    server = ScriptedCentrifugo(*[refuse_version_4] * 20)
-    await relay_through(settings, server, expected=9)
-    assert versions(server) == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+    fake.default = Decide(refuse_version_4)
+    await relay_through(settings, fake, expected=9)
+    assert versions(fake) == [1, 2, 3, 5, 6, 7, 8, 9, 10]
     client = redis.Redis.from_url(settings.redis_url)
     (entry,) = iter_dead_letters(client, Keyspace(shards=SHARDS))
     assert entry.letter is not None and entry.letter.reason == "refused"
     assert entry.letter.code is None and "HTTP 400" in entry.letter.error
 
 
-async def test_batches_grow_with_the_backlog(settings: RelaySettings) -> None:
+async def test_batches_grow_with_the_backlog(settings: RelaySettings, fake: FakeCentrifugo) -> None:
     publish(settings.redis_url, 1200)
-    sizes: list[int] = []
-
-    def record(commands: list[dict[str, object]]) -> httpx.Response:
-        sizes.append(len(commands))
-        return ok(commands)
-
-    server = ScriptedCentrifugo(*[record] * 100)
-    await relay_through(attrs.evolve(settings, max_batch=500), server, expected=1200)
+    await relay_through(attrs.evolve(settings, max_batch=500), fake, expected=1200)
+    sizes = [len(request.commands) for request in fake.batches]
     assert sizes[:3] == [500, 500, 200]
-    assert versions(server) == list(range(1, 1201))
+    assert versions(fake) == list(range(1, 1201))
 
 
-async def test_auth_error_mid_stream_is_fatal_and_keeps_the_batch(settings: RelaySettings) -> None:
+async def test_auth_error_mid_stream_is_fatal_and_keeps_the_batch(
+    settings: RelaySettings, fake: FakeCentrifugo
+) -> None:
     publish(settings.redis_url, 3)
-    server = ScriptedCentrifugo(status(401))
+    fake.script(Status(401))
     stop = asyncio.Event()
-    transport = httpx.MockTransport(server.handle)
     with pytest.raises(CentrifugoAuthError):
-        await asyncio.wait_for(serve(settings, stop=stop, transport=transport), 20)
+        await asyncio.wait_for(serve(settings, stop=stop), 20)
     client = redis.Redis.from_url(settings.redis_url)
     shard = Keyspace(shards=SHARDS).all_shards()
     assert sum(client.llen(k.inflight) + client.llen(k.queue) for k in shard) == 3
     assert not list(iter_dead_letters(client, Keyspace(shards=SHARDS)))
 
 
-async def test_leftovers_in_flight_are_delivered_first(settings: RelaySettings) -> None:
+async def test_leftovers_in_flight_are_delivered_first(
+    settings: RelaySettings, fake: FakeCentrifugo
+) -> None:
     """A relay that died mid-batch left messages in flight: they go out before the queue."""
     publish(settings.redis_url, 6)
     client = redis.Redis.from_url(settings.redis_url)
     (keys,) = [k for k in Keyspace(shards=SHARDS).all_shards() if client.llen(k.queue)]
     for _ in range(3):  # what the dead relay had claimed
         client.lmove(keys.queue, keys.inflight, "LEFT", "RIGHT")
-    server = ScriptedCentrifugo()
-    await relay_through(settings, server, expected=6)
-    assert versions(server) == [1, 2, 3, 4, 5, 6]
-    assert server.requests == 2  # the in-flight batch, then the queue
+    await relay_through(settings, fake, expected=6)
+    assert versions(fake) == [1, 2, 3, 4, 5, 6]
+    assert len(fake.batches) == 2  # the in-flight batch, then the queue
+
+
+async def test_every_kind_of_failure_is_retried_and_counted_by_its_cause(
+    settings: RelaySettings, fake: FakeCentrifugo
+) -> None:
+    """Broken HTTP, hangs and error replies: nothing lost or reordered, each cause labelled."""
+    publish(settings.redis_url, 40)
+    fake.script(
+        Hang(),
+        CloseMidBody(),
+        GarbageStatusLine(),
+        Drop(),
+        Status(503),
+        Status(429),
+        Status(408),
+        Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nnot json"),
+        ReplyErrors({0: 100}),
+    )
+    metrics = RelayMetrics()
+    await relay_through(
+        attrs.evolve(settings, request_timeout=0.3), fake, expected=40, metrics=metrics
+    )
+    assert fake.unused == ()
+    # Version 1 got code 100 while 2..40 were accepted: it goes out again, last.
+    assert versions(fake) == [*range(2, 41), 1]
+    retried = {
+        sample.labels["error_class"]: sample.value
+        for metric in metrics.retried.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+    assert retried == {
+        "timeout": 1,
+        "network": 3,
+        "http_5xx": 1,
+        "http_429": 1,
+        "http_other": 1,
+        "bad_reply": 1,
+        "code_100": 1,
+    }

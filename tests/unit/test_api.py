@@ -1,4 +1,9 @@
-"""Classification of Centrifugo's answers (httpx.MockTransport stands in for the server)."""
+"""Classification of Centrifugo's answers (httpx.MockTransport stands in for the server).
+
+The API layer sees HTTP only through the ``Transport`` seam; here that is the
+httpx transport over ``httpx.MockTransport``. The relay's own client against a
+scripted server is covered in ``test_http_client.py`` and the integration tests.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,14 @@ import httpx
 import pytest
 
 from centrifugo_async import CentrifugoAuthError, RelayFatalError
+from centrifugo_async.relay._httpx import HttpxTransport
 from centrifugo_async.relay.api import (
+    BatchResult,
     CentrifugoAPI,
     ReplyStatus,
+    RetryCause,
     Verdict,
+    api_headers,
     batch_body,
     publish_command,
 )
@@ -20,6 +29,18 @@ COMMANDS = [
     publish_command("obj:1", b'{"v":1,"x":"\xc3\xa9"}', "idem-1", None),
     publish_command("obj:2", b'{"v":1}', "idem-2", {"kind": "update"}),
 ]
+
+
+def mocked_api(mock: httpx.MockTransport, api_key: str = "secret") -> CentrifugoAPI:
+    return CentrifugoAPI(
+        HttpxTransport(
+            "http://centrifugo.test/api",
+            api_headers(api_key),
+            timeout=5.0,
+            connect_timeout=2.0,
+            transport=mock,
+        )
+    )
 
 
 def api_answering(
@@ -31,9 +52,7 @@ def api_answering(
         content = body.encode() if isinstance(body, str) else body
         return httpx.Response(status, content=content)
 
-    return CentrifugoAPI(
-        "http://centrifugo.test/api", "secret", transport=httpx.MockTransport(handler)
-    )
+    return mocked_api(httpx.MockTransport(handler))
 
 
 async def test_batch_request_is_ordered_and_passes_envelopes_through() -> None:
@@ -87,11 +106,27 @@ async def test_wrong_url_is_fatal(status: int) -> None:
         await api_answering(status, "404 page not found").send_batch(COMMANDS)
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504, 429, 408])
-async def test_server_errors_are_retried(status: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "cause"),
+    [
+        (500, RetryCause.HTTP_5XX),
+        (502, RetryCause.HTTP_5XX),
+        (503, RetryCause.HTTP_5XX),
+        (504, RetryCause.HTTP_5XX),
+        (429, RetryCause.HTTP_429),
+        (408, RetryCause.HTTP_OTHER),
+    ],
+)
+async def test_server_errors_are_retried(status: int, cause: RetryCause) -> None:
     result = await api_answering(status, "oops").send_batch(COMMANDS)
     assert result.verdict is Verdict.RETRY
     assert f"HTTP {status}" in result.reason
+    assert result.cause is cause
+
+
+async def test_the_cause_comes_from_the_status_not_the_message() -> None:
+    result = await api_answering(503, "upstream timeout").send_batch(COMMANDS)
+    assert result.cause is RetryCause.HTTP_5XX
 
 
 @pytest.mark.parametrize("status", [400, 413])
@@ -108,20 +143,34 @@ async def test_refused_bodies_are_reported_for_isolation(status: int) -> None:
 async def test_unexpected_replies_are_retried(body: str) -> None:
     result = await api_answering(200, body).send_batch(COMMANDS)
     assert result.verdict is Verdict.RETRY
+    assert result.cause is RetryCause.BAD_REPLY
 
 
 @pytest.mark.parametrize(
-    "error",
-    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("eof")],
+    ("error", "cause"),
+    [
+        (httpx.ConnectError("refused"), RetryCause.NETWORK),
+        (httpx.ReadTimeout("slow"), RetryCause.TIMEOUT),
+        (httpx.ConnectTimeout("slow"), RetryCause.TIMEOUT),
+        (httpx.RemoteProtocolError("eof"), RetryCause.NETWORK),
+    ],
 )
-async def test_network_errors_and_timeouts_are_retried(error: Exception) -> None:
+async def test_network_errors_and_timeouts_are_retried(error: Exception, cause: RetryCause) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise error
 
-    api = CentrifugoAPI("http://centrifugo.test/api", "k", transport=httpx.MockTransport(handler))
+    api = mocked_api(httpx.MockTransport(handler), api_key="k")
     result = await api.send_batch(COMMANDS)
     assert result.verdict is Verdict.RETRY
     assert type(error).__name__ in result.reason
+    assert result.cause is cause
+
+
+def test_a_retry_always_has_a_cause_and_only_a_retry() -> None:
+    with pytest.raises(ValueError, match="retry cause"):
+        BatchResult(Verdict.RETRY, reason="why?")
+    with pytest.raises(ValueError, match="retry cause"):
+        BatchResult(Verdict.REFUSED, cause=RetryCause.NETWORK)
 
 
 def test_batch_body_shape() -> None:
