@@ -9,6 +9,7 @@
     ├── ReshardRefused              a reshard could not drain its shards in time; nothing changed
     ├── QueueUnavailable            Redis could not be reached or failed the command
     ├── ConfigError                 bad relay configuration (names the key and its source)
+    │   └── InvalidSetting          one setting's value is not allowed (``field`` names it)
     └── RelayFatalError             the relay cannot go on and must stop (exit non-zero)
     │   └── CentrifugoAuthError     Centrifugo refused the API key (HTTP 401/403)
     └── SubscriptionLost            the server ended a synced subscription for good (subscribers)
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigError",
     "EnvelopeDecodeError",
     "InvalidMessage",
+    "InvalidSetting",
     "PayloadTooLarge",
     "QueueUnavailable",
     "RelayFatalError",
@@ -84,6 +86,19 @@ class QueueUnavailable(CentrifugoAsyncError):
 
 class ConfigError(CentrifugoAsyncError, ValueError):
     """The relay configuration is invalid; the message names the key and its source."""
+
+
+class InvalidSetting(ConfigError):
+    """A setting's value is not allowed; ``field`` names the setting.
+
+    Carrying the name lets the loader say which source gave the value, where
+    matching the message text would confuse ``max_batch`` with ``max_batch_bytes``.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        """The name of the setting, as in ``RelaySettings`` and the TOML file."""
 
 
 class RelayFatalError(CentrifugoAsyncError):

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from ..exceptions import ConfigError
+from ..exceptions import InvalidSetting
 from ..protocol.keys import DEFAULT_PREFIX
 from ..protocol.routing import MAX_SHARDS
 
@@ -45,18 +45,6 @@ __all__ = [
 
 ENV_PREFIX = "CENTRIFUGO_ASYNC_"
 """A setting's environment variable is this plus its name in capitals, unless it says otherwise."""
-
-
-class InvalidSetting(ConfigError):
-    """A setting's value is not allowed; ``field`` names the setting.
-
-    Carrying the name lets the loader say which source gave the value, where
-    matching the message text would confuse ``max_batch`` with ``max_batch_bytes``.
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class Check(Protocol):
