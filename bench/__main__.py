@@ -26,7 +26,8 @@ from typing import Any
 
 import attrs
 
-from bench.harness import ROOT, Settings, all_systems, run_all
+from bench import ROOT
+from bench.harness import Settings, all_systems, run_all
 from bench.procstats import machine
 from bench.report import render_markdown, update_docs, update_docs_profile, write_chart
 from bench.workload import Workload

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ROOT
+from bench import ROOT
 
 DOCS = ROOT / "docs" / "performance.md"
 DOCS_CHART = ROOT / "docs" / "performance.png"

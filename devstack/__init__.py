@@ -4,6 +4,7 @@ Not part of the published package: it starts real servers on loopback, each in a
 temporary directory, on free ports unless told otherwise.
 """
 
+from .process import ChildProcess, stop_together
 from .services import (
     DEV_API_KEY,
     CentrifugoServer,
@@ -17,9 +18,11 @@ from .services import (
 __all__ = [
     "DEV_API_KEY",
     "CentrifugoServer",
+    "ChildProcess",
     "RedisCluster",
     "RedisServer",
     "RelayProcess",
     "find_centrifugo",
     "free_port",
+    "stop_together",
 ]

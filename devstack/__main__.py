@@ -53,7 +53,12 @@ def main() -> None:
             info["relay_log"] = str(relay.log_path)
         print(json.dumps(info), flush=True)
         if args.until_stdin_closes:
-            threading.Thread(target=lambda: (sys.stdin.read(), stopped.set()), daemon=True).start()
+
+            def stop_when_stdin_closes() -> None:
+                sys.stdin.read()
+                stopped.set()
+
+            threading.Thread(target=stop_when_stdin_closes, daemon=True).start()
         stopped.wait()
 
 

@@ -6,17 +6,16 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
+
+from .process import ChildProcess, Managed
 
 DEV_API_KEY = "dev-api-key"
 DEV_HMAC_SECRET = "dev-hmac-secret"
@@ -58,51 +57,16 @@ def find_centrifugo() -> str:
     )
 
 
-def _wait_for(check: Any, what: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode} while starting")
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} did not become ready within {timeout}s")
-
-
-class _Managed:
-    """``with`` starts it and closes it."""
-
-    def start(self) -> Self:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class _Server(_Managed):
-    """A subprocess that can be stopped and started again on the same port."""
+class _Server(ChildProcess):
+    """A server on a port of 127.0.0.1: ready once it answers there; it can be
+    stopped and started again on the same port."""
 
     name = "server"
 
     def __init__(self, port: int | None = None) -> None:
+        super().__init__(stop_timeout=15.0)
         self.port = port or free_port()
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"ca-{self.name}-"))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"{self.name}.log"
+        self.cwd = self.workdir
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -110,33 +74,12 @@ class _Server(_Managed):
     def ready(self) -> bool:
         raise NotImplementedError
 
-    def start(self) -> Self:
-        if self.process is not None and self.process.poll() is None:
-            return self
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
-            )
-        _wait_for(self.ready, f"{self.name} on port {self.port}", 30.0, self.process)
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+    def describe(self) -> str:
+        return f"{self.name} on port {self.port}"
 
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class RedisServer(_Server):
@@ -197,7 +140,7 @@ class RedisServer(_Server):
             return sock.recv(16).startswith(b"+PONG")
 
 
-class RedisCluster(_Managed):
+class RedisCluster(Managed):
     """A small Redis Cluster on loopback: ``nodes`` primaries, no replicas.
 
     Each node is a ``redis-server --cluster-enabled yes``; ``redis-cli --cluster
@@ -352,61 +295,34 @@ class CentrifugoServer(_Server):
             return bool(r.status == 200)
 
 
-class RelayProcess:
-    """``centrifugo-async relay`` as a child process, for crash and signal tests."""
+class RelayProcess(ChildProcess):
+    """``centrifugo-async relay`` as a child process, for crash and signal tests.
+
+    Its metrics endpoint is off unless ``extra`` sets ``--metrics-port``, so that
+    several relays (and several test runs) never fight over a port.
+    """
+
+    name = "relay"
 
     def __init__(self, redis_url: str, api_url: str, api_key: str, *extra: str) -> None:
         metrics = () if "--metrics-port" in extra else ("--metrics-port", "0")
-        self.args = [
-            sys.executable,
-            "-m",
-            "centrifugo_async",
-            "relay",
-            "--redis-url",
-            redis_url,
-            "--api-url",
-            api_url,
-            *metrics,
-            *extra,
-        ]
-        self.env = {**os.environ, "CENTRIFUGO_API_KEY": api_key}
-        self.workdir = Path(tempfile.mkdtemp(prefix="ca-relay-"))
-        self.log_path = self.workdir / "relay.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Self:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        return self
-
-    def signal(self, sig: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def wait(self, timeout: float = 30.0) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout=timeout)
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM, wait for a clean exit, SIGKILL if it does not come."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(
+            [
+                sys.executable,
+                "-m",
+                "centrifugo_async",
+                "relay",
+                "--redis-url",
+                redis_url,
+                "--api-url",
+                api_url,
+                *metrics,
+                *extra,
+            ],
+            env={**os.environ, "CENTRIFUGO_API_KEY": api_key},
+        )
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        """SIGKILL, not SIGTERM: a test that wanted a clean exit already stopped it."""
+        self.kill()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -4,20 +4,25 @@
  * updates races the page's initial load; then, while updates keep coming, the
  * relay is SIGKILLed and started again and Centrifugo is restarted, so the
  * page's WebSocket reconnects and its subscription cannot recover (history is
- * in memory). The DOM must end up showing exactly what SQLite holds.
+ * in memory). The DOM must end up showing exactly what SQLite holds. Last,
+ * stale and duplicate messages injected straight into the queues (past the
+ * database) must be dropped by the page's version gate, and a live update
+ * after them must still show up.
  */
 import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 
 import { openPage } from './support/browser.js'
-import { runPython, startExampleApp, withTimeout } from './support/services.js'
+import { publishWithPython, runPython, startExampleApp, withTimeout } from './support/services.js'
 import { settle, waitFor } from './support/wait.js'
 
 const BURST = 200
 const BURST_CONCURRENCY = 8
+const INJECTED_KEYS = 5
 
 const READ_DATABASE = `
 import json, sqlite3, sys
@@ -40,6 +45,11 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
   before(async () => {
     app = await startExampleApp({ dbPath })
     ;({ context, page } = await openPage(workdir, pageProblems))
+    page.on('console', message => {
+      // While Centrifugo restarts, Chromium logs each refused WebSocket attempt.
+      const expected = /^WebSocket connection to '.*' failed/.test(message.text())
+      if (message.type() === 'error' && !expected) pageProblems.push(`console: ${message.text()}`)
+    })
   })
 
   after(async () => {
@@ -145,6 +155,7 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
           connection: window.exampleApp?.connection,
           sync: window.exampleApp?.sync,
           resyncs: window.exampleApp?.resyncs,
+          drops: window.exampleApp?.drops,
           errors: window.exampleApp?.errors
         }))
         .catch(error => `unavailable: ${error.message}`)
@@ -212,7 +223,9 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
     }
 
     // 4. Writes stopped: the page converges on SQLite's state.
-    await assertPageShowsDatabase('the page to show the database after the relay restart and the reconnect')
+    const settled = await assertPageShowsDatabase(
+      'the page to show the database after the relay restart and the reconnect'
+    )
     const final = await page.evaluate(() => ({
       resyncs: window.exampleApp.resyncs,
       errors: window.exampleApp.errors,
@@ -236,6 +249,43 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
       }
     })
     assert.equal(status.queues.dead_letters, 0)
+
+    // 5. A duplicate (the current version) and a stale message (the one before)
+    // of a few objects, enqueued with the Python publisher past the database,
+    // each with a fresh idempotency key so that Centrifugo delivers them: the
+    // gate drops every one and the page does not change.
+    const shownBefore = await shownOnPage()
+    const before = await page.evaluate(() => window.exampleApp.stats())
+    const injected = settled.slice(0, INJECTED_KEYS).flatMap(({ key, version, data }) => [
+      { key, version, data: { ...data, price_cents: 1, injected: 'duplicate' } },
+      { key, version: version - 1, data: { ...data, price_cents: 1, injected: 'stale' } }
+    ])
+    await publishWithPython(
+      app,
+      injected.map(message => ({ ...message, channel: app.channel, idempotency_key: `inject-${randomUUID()}` }))
+    )
+    await page.waitForFunction(
+      ({ duplicate, stale, count }) => {
+        const stats = window.exampleApp.stats()
+        return stats.duplicate - duplicate + (stats.stale - stale) >= count
+      },
+      { duplicate: before.duplicate, stale: before.stale, count: injected.length }
+    )
+    const afterInjection = await page.evaluate(() => window.exampleApp.stats())
+    assert.equal(afterInjection.duplicate - before.duplicate, INJECTED_KEYS)
+    assert.equal(afterInjection.stale - before.stale, INJECTED_KEYS)
+    assert.equal(afterInjection.accepted, before.accepted, 'nothing injected was applied')
+    assert.deepEqual(await shownOnPage(), shownBefore, 'the injected messages did not reach the DOM')
+
+    // A live update after the injection is applied as usual.
+    const [target] = settled
+    const updated = await post(`/api/objects/${target.key}`, { price_cents: 4242 })
+    assert.equal(updated.version, target.version + 1)
+    await assertPageShowsDatabase('a live update after the injection to show up')
+
+    const drops = await page.evaluate(() => window.exampleApp.drops)
+    assert.ok(drops.every(drop => drop.reason === 'stale' || drop.reason === 'duplicate'), JSON.stringify(drops))
+    assert.deepEqual(await page.evaluate(() => window.exampleApp.errors), [])
     assert.deepEqual(pageProblems, [])
     finished = true
   })

@@ -1,8 +1,8 @@
 /**
  * Real services for the integration tests: the Python devstack (Redis,
  * Centrifugo and the relay on 127.0.0.1), the Python publisher, and the
- * browser demo backend. Every wait is bounded; every process is stopped by
- * the `stop()` of whoever started it.
+ * example app (examples/app) with its own stack. Every wait is bounded; every
+ * process is stopped by the `stop()` of whoever started it.
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -148,35 +148,6 @@ json.dump(published, sys.stdout)
 export const publishWithPython = (devstack, messages) =>
   runPython(PUBLISH_SOURCE, { redis_url: devstack.redis_url, shards: devstack.shards, messages })
 
-/**
- * The browser demo backend (examples/browser_demo/server.py) on a free port;
- * resolves with its base URL and `stop()`.
- */
-export async function startDemoBackend(devstack, { dbPath, channel, timeoutMs = 30000 }) {
-  const { child, logs } = spawnLogged(
-    python,
-    [
-      'examples/browser_demo/server.py',
-      '--port', '0',
-      '--redis-url', devstack.redis_url,
-      '--shards', String(devstack.shards),
-      '--ws-url', devstack.ws_url,
-      '--db', dbPath,
-      '--channel', channel
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PYTHONUNBUFFERED: '1' } }
-  )
-  child.stdout.setEncoding('utf8')
-  const parse = line => line.match(/serving on (http:\/\/127\.0\.0\.1:\d+)/)?.[1]
-  try {
-    const url = await firstLine(child, parse, 'demo backend', timeoutMs, logs)
-    return { url, logs, stop: () => stopChild(child, { graceMs: 5000 }) }
-  } catch (error) {
-    await stopChild(child, { graceMs: 1000 })
-    throw error
-  }
-}
-
 /** The offset of the newest publication in `channel` (0 when empty): how many were delivered. */
 export async function streamTop(devstack, channel) {
   const response = await fetch(`${devstack.api_url}/history`, {
@@ -193,13 +164,14 @@ export async function streamTop(devstack, channel) {
 /**
  * The example app with its own stack (`python -m examples.app`: Redis,
  * Centrifugo, the relay and the Starlette backend) on free ports; resolves with
- * its URL, the relay's log path and `stop()`, which closes its stdin so it
- * stops everything it started.
+ * its URL, what its launcher printed about the stack ({redis_url, shards,
+ * channel}, enough for `publishWithPython`), the relay's log path and `stop()`,
+ * which closes its stdin so it stops everything it started.
  */
-export async function startExampleApp({ dbPath, timeoutMs = 90000 }) {
+export async function startExampleApp({ dbPath, shards = 4, timeoutMs = 90000 }) {
   const { child, logs } = spawnLogged(
     python,
-    ['-m', 'examples.app', '--port', '0', '--db', dbPath, '--until-stdin-closes'],
+    ['-m', 'examples.app', '--port', '0', '--db', dbPath, '--shards', String(shards), '--until-stdin-closes'],
     { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PYTHONUNBUFFERED: '1' } }
   )
   child.stdout.setEncoding('utf8')
@@ -207,8 +179,9 @@ export async function startExampleApp({ dbPath, timeoutMs = 90000 }) {
   const stop = () => stopChild(child, { closeStdin: true, graceMs: 40000 })
   try {
     const url = await firstLine(child, parse, 'example app', timeoutMs, logs)
+    const banner = name => logs().match(new RegExp(`^${name}\\s+(\\S+)`, 'm'))?.[1]
     const relayLog = logs().match(/^relay\s+pid \d+, log (\S+)/m)?.[1]
-    return { url, relayLog, logs, stop }
+    return { url, redis_url: banner('redis'), shards, channel: banner('channel'), relayLog, logs, stop }
   } catch (error) {
     await stop()
     throw error

@@ -1,0 +1,116 @@
+"""The system's own processes between Redis and Centrifugo: relays, a naive worker, or none.
+
+The built-in consumer runs inside Centrifugo and the ceiling's producer posts
+to Centrifugo itself, so those systems have no mover process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from pathlib import Path
+
+import redis
+
+from centrifugo_async import Keyspace
+from devstack import DEV_API_KEY, ChildProcess, RelayProcess, stop_together
+
+from .roles import naive_worker
+from .settings import Settings
+from .stack import Stack
+from .systems import System
+
+__all__ = ["Mover", "relay_process", "wait_for_leases"]
+
+LEASES_TIMEOUT = 60.0
+
+
+def relay_process(stack: Stack, shards: int) -> RelayProcess:
+    """``centrifugo-async relay`` with its defaults (not started yet); devstack turns
+    its metrics endpoint off, so two relays (and other test runs) do not fight over
+    its port."""
+    return RelayProcess(
+        stack.redis.url, stack.centrifugo.api_url, DEV_API_KEY, "--shards", str(shards)
+    )
+
+
+def wait_for_leases(
+    stack: Stack, shards: int, relays: list[RelayProcess], *, balanced: bool = True
+) -> None:
+    """Ready when every shard's lease is held and (``balanced``) the relays hold equal
+    shares, ±1.
+
+    Relays joining a group rebalance by handing shards over, and a shard waits
+    for its new owner's next lease tick (a few seconds): measuring before the
+    shares settle would time a hand-over, not the relay. The quick mode does not
+    wait, so a hand-over may happen during it, which it survives.
+    """
+    client = redis.Redis.from_url(stack.redis.url)
+    leases = [keys.lease for keys in Keyspace(shards=shards).all_shards()]
+    deadline = time.monotonic() + LEASES_TIMEOUT
+    try:
+        while True:
+            values = client.mget(leases)
+            held: dict[bytes, int] = {}
+            for value in values:
+                if isinstance(value, bytes):
+                    owner = value.split(b"#")[0]
+                    held[owner] = held.get(owner, 0) + 1
+            shares = list(held.values())
+            if sum(shares) == shards and (
+                not balanced
+                or (len(shares) == min(len(relays), shards) and max(shares) - min(shares) <= 1)
+            ):
+                return
+            if time.monotonic() > deadline:
+                logs = "\n".join(r.log()[-2000:] for r in relays)
+                raise RuntimeError(
+                    f"relays did not share the leases within {LEASES_TIMEOUT:g}s:\n{logs}"
+                )
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+class Mover:
+    """The processes ``system`` runs between Redis and Centrifugo (may be none).
+
+    ``start()`` returns once they are ready to move messages; ``close()`` stops
+    whatever was started, also after a failed ``start()``, and keeps their logs
+    in ``logs``.
+    """
+
+    def __init__(self, system: System, logs: Path) -> None:
+        self.system = system
+        self.logs = logs
+        self.workers: list[ChildProcess] = []
+        self.relays: list[RelayProcess] = []
+
+    def start(self, stack: Stack, settings: Settings) -> None:
+        system = self.system
+        if system.kind == "naive":
+            worker = naive_worker(system, stack, self.logs / f"{system.name}-worker.log")
+            self.workers.append(worker)
+            worker.start()
+        elif system.kind == "relay":
+            for _ in range(system.processes):
+                relay = relay_process(stack, system.shards)
+                self.relays.append(relay)
+                relay.start()
+            wait_for_leases(stack, system.shards, self.relays, balanced=settings.balanced)
+
+    def pids(self) -> list[int]:
+        processes = [*self.workers, *self.relays]
+        return [process.pid for process in processes if process.pid is not None]
+
+    def close(self) -> None:
+        """Stop everything in parallel: each relay takes up to its idle wait (1 s) to
+        notice the SIGTERM."""
+        stop_together([*self.workers, *self.relays])
+        for worker in self.workers:
+            worker.close()
+        for index, relay in enumerate(self.relays):
+            with contextlib.suppress(OSError):
+                shutil.copyfile(relay.log_path, self.logs / f"{self.system.name}-relay{index}.log")
+            relay.close()
