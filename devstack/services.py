@@ -91,7 +91,12 @@ class _Managed:
 
 
 class _Server(_Managed):
-    """A subprocess that can be stopped and started again on the same port."""
+    """A subprocess that can be stopped and started again on the same port.
+
+    It runs in a session of its own, so a Ctrl-C in the terminal reaches only the
+    Python process that started it, which stops it once it is done with it (the
+    demo still reads Redis after Ctrl-C to print its summary).
+    """
 
     name = "server"
 
@@ -115,7 +120,11 @@ class _Server(_Managed):
             return self
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
+                self.command(),
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         _wait_for(self.ready, f"{self.name} on port {self.port}", 30.0, self.process)
         return self
@@ -353,7 +362,11 @@ class CentrifugoServer(_Server):
 
 
 class RelayProcess:
-    """``centrifugo-async relay`` as a child process, for crash and signal tests."""
+    """``centrifugo-async relay`` as a child process, for crash and signal tests.
+
+    Like the servers, it runs in its own session: only ``stop()`` and ``signal()``
+    reach it, never the terminal's Ctrl-C.
+    """
 
     def __init__(self, redis_url: str, api_url: str, api_key: str, *extra: str) -> None:
         metrics = () if "--metrics-port" in extra else ("--metrics-port", "0")
@@ -377,7 +390,11 @@ class RelayProcess:
     def start(self) -> Self:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                self.args,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return self
 
