@@ -1,9 +1,11 @@
 """Ordered, versioned asynchronous publishing to Centrifugo.
 
 Publish from a backend with ``Publisher`` / ``AsyncPublisher``; run the relay with
-``centrifugo-async relay`` (or ``centrifugo_async.relay.serve``).
+``centrifugo-async relay`` (or ``centrifugo_async.relay.serve``). ``__version__`` is
+the installed distribution's version.
 """
 
+from ._version import __version__
 from .exceptions import (
     CentrifugoAsyncError,
     CentrifugoAuthError,
@@ -56,6 +58,7 @@ __all__ = [
     "SubscriptionLost",
     "TopologyMismatch",
     "TopologyNotRecorded",
+    "__version__",
     "decode_envelope",
     "default_idempotency_key",
     "encode_envelope",

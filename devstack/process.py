@@ -72,6 +72,10 @@ class ChildProcess(Managed):
     it stopped. ``env`` (a copy of the environment unless given) and ``args``
     may be changed before ``start()``. ``close()`` stops it and removes its
     working directory (which holds the log unless ``log_path`` points elsewhere).
+
+    The child runs in a session of its own, so a Ctrl-C in the terminal reaches
+    only the Python process that started it, which then stops its children in
+    order (the demo still reads Redis after Ctrl-C to print its summary).
     """
 
     name = "process"
@@ -123,7 +127,12 @@ class ChildProcess(Managed):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command(), cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                self.command(),
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         try:
             wait_until_ready(self.ready, self.describe(), self.start_timeout, self.process)

@@ -2,7 +2,10 @@
 
 Starts Redis and Centrifugo on loopback, runs the relay as its own process,
 publishes price updates of a few objects through ``AsyncPublisher`` and prints
-what a WebSocket subscriber receives. Stops on Ctrl-C or after ``--seconds``.
+what a WebSocket subscriber receives. Stops on Ctrl-C or after ``--seconds``: the
+publisher first, then (once what it published has arrived, or after a few seconds)
+the subscriber and the relay, with one summary line; the servers last, because
+they run in sessions of their own (devstack) and do not see the terminal's Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,8 +28,26 @@ from devstack import DEV_API_KEY, CentrifugoServer, RedisServer, RelayProcess
 CHANNEL = "obj:demo"
 
 
+DRAIN_SECONDS = 10.0
+
+
 class PrintPublications(SubscriptionEventHandler):
+    def __init__(self) -> None:
+        self.received = 0
+        self.arrived = asyncio.Event()
+
+    async def wait_for(self, count: int, within: float) -> int:
+        """Wait until ``count`` publications arrived or ``within`` s passed; the count."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while self.received < count:
+                    self.arrived.clear()
+                    await self.arrived.wait()
+        return self.received
+
     async def on_publication(self, ctx: PublicationContext) -> None:
+        self.received += 1
+        self.arrived.set()
         env = ctx.pub.data
         lag_ms = time.time_ns() // 1_000_000 - env["ts"]
         print(
@@ -36,7 +57,9 @@ class PrintPublications(SubscriptionEventHandler):
         )
 
 
-async def publish_updates(redis_url: str, shards: int, rate: float, stop: asyncio.Event) -> None:
+async def publish_updates(redis_url: str, shards: int, rate: float, stop: asyncio.Event) -> int:
+    """Publish until ``stop`` is set; the number of updates published."""
+    published = 0
     versions: dict[str, int] = {}
     async with AsyncPublisher.from_url(redis_url, shards=shards) as publisher:
         while not stop.is_set():
@@ -44,8 +67,10 @@ async def publish_updates(redis_url: str, shards: int, rate: float, stop: asynci
             versions[key] = versions.get(key, 0) + 1
             price = round(random.uniform(10, 100), 2)
             await publisher.publish(CHANNEL, {"price": price}, key=key, version=versions[key])
+            published += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1 / rate)
+    return published
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -71,21 +96,27 @@ async def main(args: argparse.Namespace) -> None:
         print("Ctrl-C to stop\n", flush=True)
         client = Client(centrifugo.ws_url)
         await client.connect()
-        subscription = client.new_subscription(CHANNEL, events=PrintPublications())
+        printer = PrintPublications()
+        subscription = client.new_subscription(CHANNEL, events=printer)
         await subscription.subscribe()
         publisher = asyncio.create_task(publish_updates(redis.url, args.shards, args.rate, stop))
         try:
             await stop.wait()
         finally:
-            await publisher
-            await asyncio.sleep(0.5)  # let the last messages arrive
+            published = await publisher
+            received = await printer.wait_for(published, within=DRAIN_SECONDS)
             await client.disconnect()
             code = relay.stop()
-            stats = collect_stats(redis_py.Redis.from_url(redis.url), Keyspace(shards=args.shards))
+            stats_client = redis_py.Redis.from_url(redis.url)
+            try:
+                stats = collect_stats(stats_client, Keyspace(shards=args.shards))
+            finally:
+                stats_client.close()
             print(
-                f"\nrelay exited with {code}; delivered={sum(s.delivered for s in stats)} "
-                f"queued={sum(s.queued for s in stats)} dead_letters="
-                f"{sum(s.dead_letters for s in stats)}"
+                f"\nstopped: published {published} updates, received {received}; "
+                f"relay exited with {code}, {sum(s.queued for s in stats)} still queued, "
+                f"{sum(s.dead_letters for s in stats)} dead letters",
+                flush=True,
             )
             relay.close()
 

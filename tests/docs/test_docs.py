@@ -29,7 +29,9 @@ RELAY_TOML = ROOT / "examples" / "relay.toml"
 
 def test_docs_build_in_strict_mode(tmp_path: Path) -> None:
     if importlib.util.find_spec("mkdocs") is None:
-        pytest.fail("mkdocs is not installed: run scripts/setup (it installs the `docs` extra)")
+        pytest.fail(
+            "mkdocs is not installed: run scripts/setup (it installs the `docs` dependency group)"
+        )
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "NO_COLOR": "1"}
     result = subprocess.run(
         [
