@@ -52,6 +52,13 @@ class PayloadTooLarge(InvalidMessage):
 class EnvelopeDecodeError(CentrifugoAsyncError, ValueError):
     """Bytes that do not decode to a valid envelope of a supported major version."""
 
+    def __init__(self, message: str, *, reason: str = "invalid_envelope") -> None:
+        super().__init__(message)
+        self.reason = reason
+        """Which rule was broken, as the relay's dead-letter ``reason``:
+        ``invalid_envelope`` (not JSON, or not an envelope), or one of the JSON
+        profile's ``invalid_unicode``, ``too_deep``, ``number_out_of_range``."""
+
 
 class TopologyMismatch(CentrifugoAsyncError):
     """The configured shard count differs from the one recorded in Redis.

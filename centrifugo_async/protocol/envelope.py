@@ -15,16 +15,19 @@ one never breaks an old reader.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Final, Generic, TypeVar
+import re
+from typing import Annotated, Any, Final, Generic, TypeAlias, TypeVar
 
 import msgspec
 
 from ..exceptions import EnvelopeDecodeError
+from . import ijson
 
 __all__ = [
     "ENVELOPE_VERSION",
     "MAX_OBJECT_VERSION",
     "Envelope",
+    "channel_of",
     "decode_envelope",
     "default_idempotency_key",
     "encode_envelope",
@@ -36,26 +39,38 @@ MAX_OBJECT_VERSION: Final = 2**53 - 1
 
 DataT = TypeVar("DataT")
 
+# The field rules, checked by msgspec's decoder itself (in C, while it parses).
+_NonEmpty: TypeAlias = Annotated[str, msgspec.Meta(min_length=1)]
+_ObjectVersion: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=MAX_OBJECT_VERSION)]
+_Positive: TypeAlias = Annotated[int, msgspec.Meta(ge=1)]
+_NonNegative: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
 
-class Envelope(msgspec.Struct, Generic[DataT], frozen=True, omit_defaults=True):
+
+class Envelope(
+    msgspec.Struct, Generic[DataT], frozen=True, omit_defaults=True, forbid_unknown_fields=True
+):
     """One message for one object, as enqueued and as delivered.
 
     Field order is the canonical encoding order (see the protocol page).
-    ``Envelope[msgspec.Raw]`` keeps ``data`` as undecoded bytes, which is how the
-    relay passes payloads through without re-encoding them.
+    ``Envelope[msgspec.Raw]`` keeps ``data`` as undecoded bytes.
+
+    Decode with ``decode_envelope``, which ignores fields it does not know (the
+    compatibility rule). The struct itself refuses them so that its decoder,
+    the fast path, never skips a field unchecked; ``decode_envelope`` takes a
+    slower path that checks every value when an entry has extra fields.
     """
 
     v: int
-    channel: str
-    key: str
-    version: int
-    seq: int
-    shard: int
+    channel: _NonEmpty
+    key: _NonEmpty
+    version: _ObjectVersion
+    seq: _Positive
+    shard: _NonNegative
     ts: int
     data: DataT
     tags: dict[str, str] | None = None
-    idempotency_key: str | None = None
-    ttl_ms: int | None = None
+    idempotency_key: _NonEmpty | None = None
+    ttl_ms: _Positive | None = None
 
     @property
     def effective_idempotency_key(self) -> str:
@@ -65,9 +80,15 @@ class Envelope(msgspec.Struct, Generic[DataT], frozen=True, omit_defaults=True):
         return default_idempotency_key(self.channel, self.key, self.version)
 
 
+class _WithUnknownFields(Envelope[DataT], frozen=True, forbid_unknown_fields=False):
+    """The same fields, for entries that also carry fields this reader does not know."""
+
+
 _encoder = msgspec.json.Encoder()
-_any_decoder = msgspec.json.Decoder(Envelope[Any])
-_raw_decoder = msgspec.json.Decoder(Envelope[msgspec.Raw])
+_decoder = msgspec.json.Decoder(Envelope[Any])
+_tolerant_decoder = msgspec.json.Decoder(_WithUnknownFields[Any])
+_raw_data_decoder = msgspec.json.Decoder(_WithUnknownFields[msgspec.Raw])
+_value_decoder = msgspec.json.Decoder()
 
 
 def encode_envelope(envelope: Envelope[Any]) -> bytes:
@@ -78,58 +99,114 @@ def encode_envelope(envelope: Envelope[Any]) -> bytes:
 def decode_envelope(payload: bytes | str, *, raw_data: bool = False) -> Envelope[Any]:
     """Decode and validate one envelope.
 
-    With ``raw_data=True`` the ``data`` field stays as ``msgspec.Raw`` (the exact
-    bytes), which is cheaper and lets the caller forward it unchanged.
+    The bytes must keep to the JSON profile of ``protocol.ijson`` (UTF-8, nesting
+    at most ``MAX_DEPTH`` deep, every number a finite double) and hold a v1
+    envelope. With ``raw_data=True`` the ``data`` field is returned as
+    ``msgspec.Raw`` (its exact bytes, for forwarding; this costs a second parse).
 
-    Raises ``EnvelopeDecodeError`` naming the problem: not JSON, a missing or
-    mistyped field, an out-of-range value, or an unknown major version.
+    Raises ``EnvelopeDecodeError`` naming the problem: its ``reason`` is the rule
+    of ``ijson.Rule`` that was broken, or ``invalid_envelope`` (not JSON, a
+    missing or mistyped field, an out-of-range value, an unknown major version).
     """
-    decoder = _raw_decoder if raw_data else _any_decoder
+    document = _as_bytes(payload)
+    violation = ijson.screen(document)
+    if violation is not None:
+        raise EnvelopeDecodeError(f"not a valid envelope: {violation}", reason=violation.rule)
     try:
-        envelope = decoder.decode(payload)
+        envelope = _decoder.decode(document)
+    except (msgspec.DecodeError, RecursionError):
+        envelope = _decode_checking_every_value(document)
+    if envelope.v != ENVELOPE_VERSION:
+        raise EnvelopeDecodeError(f"not a valid envelope: {_unknown_major(envelope.v)}")
+    if raw_data:
+        data = _raw_data_decoder.decode(document).data
+        return msgspec.structs.replace(envelope, data=data)
+    return envelope
+
+
+def _as_bytes(payload: bytes | str) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    problem = ijson.text_problem("the envelope text", payload)
+    if problem is not None:
+        raise EnvelopeDecodeError(f"not a valid envelope: {problem}", reason=problem.rule)
+    return payload.encode("utf-8")
+
+
+def _decode_checking_every_value(document: bytes) -> Envelope[Any]:
+    """The slow path: unknown fields, or bytes the fast decoder refused.
+
+    Decoding the whole document as plain values checks every value, unknown
+    fields included, against the profile (msgspec refuses invalid UTF-8, lone
+    surrogate escapes and numbers out of range); ``ijson.diagnose`` then names
+    the rule for the error.
+    """
+    try:
+        _value_decoder.decode(document)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        violation = ijson.diagnose(document)
+        if violation is not None:
+            raise EnvelopeDecodeError(
+                f"not a valid envelope: {violation}", reason=violation.rule
+            ) from None
+        raise EnvelopeDecodeError(
+            f"not a valid envelope: {_decode_problem(document, exc)}"
+        ) from None
+    try:
+        tolerant = _tolerant_decoder.decode(document)
     except msgspec.DecodeError as exc:
         raise EnvelopeDecodeError(
-            f"not a valid envelope: {_decode_problem(payload, exc)}"
+            f"not a valid envelope: {_decode_problem(document, exc)}"
         ) from None
-    problem = _validation_problem(envelope)
-    if problem is not None:
-        raise EnvelopeDecodeError(f"not a valid envelope: {problem}")
-    return envelope
+    return Envelope(*msgspec.structs.astuple(tolerant))
 
 
 class _MajorOnly(msgspec.Struct):
     v: int
 
 
-def _decode_problem(payload: bytes | str, exc: msgspec.DecodeError) -> str:
+class _ChannelOnly(msgspec.Struct):
+    channel: str
+
+
+def channel_of(document: bytes) -> str | None:
+    """The ``channel`` of an entry that failed to decode, if it can still be read.
+
+    For the dead-letter record of an entry whose header is fine but whose
+    ``data`` is not: operators filter dead letters by channel. When the whole
+    document does not parse, the canonical field order (``v`` then ``channel``)
+    still gives the channel away.
+    """
+    try:
+        return _channel_decoder.decode(document).channel
+    except (msgspec.DecodeError, RecursionError):
+        pass
+    canonical = _CANONICAL_CHANNEL.match(document)
+    if canonical is None:
+        return None
+    try:
+        return msgspec.json.decode(canonical.group(1), type=str)
+    except msgspec.DecodeError:
+        return None
+
+
+_channel_decoder = msgspec.json.Decoder(_ChannelOnly)
+_CANONICAL_CHANNEL: Final = re.compile(rb'\{"v":[0-9]+,"channel":("[^"\\]*(?:\\.[^"\\]*)*")')
+
+
+def _decode_problem(payload: bytes, exc: Exception) -> str:
     """Prefer "unknown major version" over the field error a newer major causes."""
     try:
         major = msgspec.json.decode(payload, type=_MajorOnly).v
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return str(exc)
     if major != ENVELOPE_VERSION:
-        return f"unsupported envelope major version v={major} (this reader knows v=1)"
+        return _unknown_major(major)
     return str(exc)
 
 
-def _validation_problem(env: Envelope[Any]) -> str | None:
-    if env.v != ENVELOPE_VERSION:
-        return f"unsupported envelope major version v={env.v} (this reader knows v=1)"
-    if not env.channel:
-        return "`channel` is empty"
-    if not env.key:
-        return "`key` is empty"
-    if not 0 <= env.version <= MAX_OBJECT_VERSION:
-        return f"`version` {env.version} is outside 0..2**53-1"
-    if env.seq < 1:
-        return f"`seq` {env.seq} must be >= 1"
-    if env.shard < 0:
-        return f"`shard` {env.shard} must be >= 0"
-    if env.ttl_ms is not None and env.ttl_ms < 1:
-        return f"`ttl_ms` {env.ttl_ms} must be >= 1"
-    if env.idempotency_key == "":
-        return "`idempotency_key` is empty"
-    return None
+def _unknown_major(major: int) -> str:
+    return f"unsupported envelope major version v={major} (this reader knows v=1)"
 
 
 def default_idempotency_key(channel: str, key: str, version: int) -> str:

@@ -201,6 +201,6 @@ def _ts(raw: bytes | str | None) -> int | None:
     if raw is None:
         return None
     try:
-        return decode_envelope(raw, raw_data=True).ts
+        return decode_envelope(raw).ts
     except EnvelopeDecodeError:
         return None

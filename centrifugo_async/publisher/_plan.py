@@ -22,6 +22,7 @@ from ..exceptions import (
     QueueUnavailable,
     TopologyMismatch,
 )
+from ..protocol import ijson
 from ..protocol.envelope import ENVELOPE_VERSION, Envelope
 from ..protocol.keys import Keyspace, ShardKeys
 from ..protocol.routing import shard_for
@@ -31,7 +32,6 @@ from .message import Message
 _CHUNK = 1000
 _SEQ_PLACEHOLDER = 1
 _SEQ_MARKER = b'"seq":1,'
-_encoder = msgspec.json.Encoder()
 
 
 @attrs.frozen
@@ -114,7 +114,11 @@ def _split_at_seq(draft: Envelope[Any], max_payload_bytes: int) -> tuple[bytes, 
     values escape their quotes, so the first ``"seq":1,`` is always the field.
     """
     try:
-        encoded = _encoder.encode(draft)
+        encoded = ijson.encode(draft)
+    except ijson.Unencodable as exc:
+        raise InvalidMessage(
+            f"`data` for key {draft.key!r} is not JSON every subscriber can decode: {exc.violation}"
+        ) from None
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidMessage(f"`data` is not JSON-serialisable: {exc}") from None
     # The spliced seq may be up to 15 digits longer than the placeholder.

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from ..exceptions import InvalidMessage
+from ..protocol import ijson
 from ..protocol.envelope import MAX_OBJECT_VERSION
 
 __all__ = ["Message"]
@@ -16,6 +17,14 @@ __all__ = ["Message"]
 def _non_empty_str(name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise InvalidMessage(f"`{name}` must be a non-empty string, got {value!r}")
+    _utf8(f"`{name}`", value)
+
+
+def _utf8(name: str, value: str) -> None:
+    """Refuse a string UTF-8 cannot carry (a lone surrogate), naming where it is."""
+    problem = ijson.text_problem(name, value)
+    if problem is not None:
+        raise InvalidMessage(str(problem))
 
 
 @attrs.frozen
@@ -23,7 +32,10 @@ class Message:
     """One update of one object, as given to ``publish`` / ``publish_many``.
 
     Validation happens here, at construction, so a batch with one bad message is
-    refused before any of it reaches Redis.
+    refused before any of it reaches Redis. ``data`` is checked when it is
+    encoded (``publish`` / ``publish_many``): it must be JSON every subscriber
+    can decode (``protocol.ijson``: no NaN or infinity, no lone surrogate,
+    nesting within the limit, numbers within the range of a double).
     """
 
     channel: str
@@ -50,6 +62,8 @@ class Message:
             for tag, value in self.tags.items():
                 if not isinstance(tag, str) or not isinstance(value, str):
                     raise InvalidMessage(f"`tags` must map str to str, got {tag!r}: {value!r}")
+                _utf8("a name in `tags`", tag)
+                _utf8(f"`tags[{tag!r}]`", value)
         if self.idempotency_key is not None:
             _non_empty_str("idempotency_key", self.idempotency_key)
         if self.ttl_ms is not None and (

@@ -6,9 +6,10 @@ One batch in flight per shard. Each round:
    not empty (left by a crash or a failed ack), else moves up to ``max_batch``
    messages from the queue to the in-flight list. The batch is as large as the
    backlog allows: 1 message when idle, ``max_batch`` when behind.
-2. Entries that are not valid envelopes are dead-lettered and expired ones (past
-   ``ttl_ms``) are counted; the rest become publish commands whose ``data`` is
-   the envelope bytes, unchanged.
+2. Entries that are not valid envelopes, or break the JSON profile every SDK
+   can decode (``protocol.ijson``), are dead-lettered with the rule they broke
+   as the reason; expired ones (past ``ttl_ms``) are counted; the rest become
+   publish commands whose ``data`` is the envelope bytes, unchanged.
 3. The commands go to ``/api/batch`` with ``parallel: false``. Retryable failures
    are retried with backoff while the shard waits; rejected commands are
    dead-lettered; a refused body is resent one command at a time to isolate it
@@ -30,9 +31,9 @@ import redis.exceptions
 from .._clock import now_ms
 from .._retry import Backoff, wait_for_event
 from ..connection import AsyncRedisClient
-from ..exceptions import EnvelopeDecodeError
+from ..exceptions import EnvelopeDecodeError, RelayFatalError
 from ..protocol.deadletter import DeadLetter, encode_dead_letter
-from ..protocol.envelope import decode_envelope
+from ..protocol.envelope import channel_of, decode_envelope
 from ..protocol.keys import ShardKeys
 from ..protocol.scripts import ACK, CLAIM, LEASE_LOST
 from .api import CentrifugoAPI, Verdict, publish_command
@@ -73,6 +74,7 @@ class _Counts:
     expired: int = 0
     dead_lettered: int = 0
     retries: int = 0
+    restarts: int = 0
 
 
 class _LeaseLost(Exception):
@@ -104,9 +106,16 @@ class ShardWorker:
         self.counts = _Counts()
 
     async def run(self) -> None:
-        """Consume the shard until ``stop`` is set; raises ``RelayFatalError``."""
+        """Consume the shard until ``stop`` is set; raises only ``RelayFatalError``.
+
+        Any other exception is a bug or a state nobody foresaw: the round is
+        abandoned (its batch stays in flight and is redelivered) and the worker
+        starts again after a backoff, so one bad shard never stops the relay.
+        The traceback is logged once per distinct error, not once per retry.
+        """
         backoff = Backoff(self._settings.retry_initial, self._settings.retry_max)
         attempts = backoff.attempts(self._stop)
+        last_crash: str | None = None
         async for attempt in attempts:
             try:
                 await self._round()
@@ -114,8 +123,22 @@ class ShardWorker:
                 log.warning(
                     "redis error shard=%d error=%s retry_in=%.2fs", self.shard, exc, attempt.delay
                 )
+            except RelayFatalError:
+                raise
+            except Exception as exc:
+                crash = f"{type(exc).__name__}: {exc}"
+                self.counts.restarts += 1
+                log.error(
+                    "worker crashed, restarting shard=%d error=%s retry_in=%.2fs",
+                    self.shard,
+                    crash,
+                    attempt.delay,
+                    exc_info=crash != last_crash,
+                )
+                last_crash = crash
             else:
                 attempts.succeeded()
+                last_crash = None
 
     async def _round(self) -> None:
         """One step: hand the lease over, wait for it, or claim and process a batch."""
@@ -158,11 +181,28 @@ class ShardWorker:
         await self._acknowledge(items, lease)
 
     def _prepare(self, raw: bytes) -> _Item:
+        """Decide what to do with one entry; never raises.
+
+        An entry that breaks the envelope rules or the JSON profile is
+        dead-lettered with the rule as its reason; any other exception while
+        looking at it dead-letters it as ``internal`` (with the exception type),
+        so one entry cannot stop its shard.
+        """
+        try:
+            return self._decide(raw)
+        except Exception as exc:
+            log.error("cannot prepare an entry shard=%d", self.shard, exc_info=True)
+            item = _Item(raw, channel=channel_of(raw))
+            item.dead_letter = self._dead_letter(item, "internal", f"{type(exc).__name__}: {exc}")
+            return item
+
+    def _decide(self, raw: bytes) -> _Item:
         item = _Item(raw)
         try:
-            envelope = decode_envelope(raw, raw_data=True)
+            envelope = decode_envelope(raw)
         except EnvelopeDecodeError as exc:
-            item.dead_letter = self._dead_letter(item, "invalid_envelope", str(exc))
+            item.channel = channel_of(raw)
+            item.dead_letter = self._dead_letter(item, exc.reason, str(exc))
             return item
         item.channel = channel = envelope.channel
         item.ts = envelope.ts

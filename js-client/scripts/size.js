@@ -1,9 +1,10 @@
 // `npm run size`: bundle src/index.js the way an app's bundler would (minified
-// ESM), gzip it, print the size and fail when it exceeds the budget.
+// ESM), gzip it, print the size and fail when it exceeds the budget (raised
+// from 2,560 B when parseEnvelope learnt the JSON profile checks).
 import { build } from 'esbuild'
 import { gzipSync } from 'node:zlib'
 
-const BUDGET_BYTES = 2560
+const BUDGET_BYTES = 2816
 
 const result = await build({
   entryPoints: [new URL('../src/index.js', import.meta.url).pathname],

@@ -4,6 +4,9 @@ export declare const ENVELOPE_VERSION: 1
 /** Largest object version, 2**53 - 1. */
 export declare const MAX_OBJECT_VERSION: number
 
+/** Deepest nesting of containers inside any envelope field (100). */
+export declare const MAX_DEPTH: number
+
 /** One message for one object, as published by the Python library (envelope v1). */
 export interface Envelope<Data = unknown> {
   /** Major schema version; always 1 here. */
@@ -25,17 +28,27 @@ export interface Envelope<Data = unknown> {
   ttl_ms?: number
 }
 
+/** Why `parseEnvelope` refused its input, as the relay's dead-letter reason. */
+export type EnvelopeErrorReason =
+  | 'invalid_envelope'
+  | 'invalid_unicode'
+  | 'too_deep'
+  | 'number_out_of_range'
+
 /** Thrown by `parseEnvelope`; `field` names the offending field when there is one. */
 export declare class EnvelopeError extends Error {
   name: 'EnvelopeError'
   field: string | undefined
-  constructor(problem: string, field?: string)
+  /** The rule broken: the envelope rules, or the JSON profile (UTF-8, depth, numbers). */
+  reason: EnvelopeErrorReason
+  constructor(problem: string, field?: string, reason?: EnvelopeErrorReason)
 }
 
 /**
  * Validate a publication's `data` (an object, or JSON text as a string or bytes)
- * as an envelope v1, with the same rules as Python's `decode_envelope`.
- * Unknown fields are ignored. Throws `EnvelopeError`.
+ * as an envelope v1, with the same rules as Python's `decode_envelope`,
+ * including the JSON profile (UTF-8, nesting within `MAX_DEPTH`, finite
+ * numbers). Unknown fields are ignored. Throws `EnvelopeError`.
  */
 export declare function parseEnvelope<Data = unknown>(input: unknown): Envelope<Data>
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 
-import { EnvelopeError, parseEnvelope } from '../src/index.js'
+import { EnvelopeError, MAX_DEPTH, parseEnvelope } from '../src/index.js'
 import { readVectors } from './support/vectors.js'
 
 const vectors = readVectors('envelopes')
@@ -22,18 +22,75 @@ describe('parseEnvelope: shared vectors', () => {
     assert.equal('future_field' in parsed, false)
   })
 
+  const refusedFor = reason => error => {
+    assert.ok(error instanceof EnvelopeError)
+    assert.equal(error.reason, reason)
+    return true
+  }
+
   for (const vector of vectors.invalid) {
-    test(`invalid: ${vector.name}`, () => {
-      assert.throws(() => parseEnvelope(vector.encoded), EnvelopeError)
+    test(`invalid: ${vector.name} (${vector.reason})`, () => {
+      if (vector.encoded_base64 !== undefined) {
+        const bytes = new Uint8Array(Buffer.from(vector.encoded_base64, 'base64'))
+        assert.throws(() => parseEnvelope(bytes), refusedFor(vector.reason))
+        return
+      }
+      assert.throws(() => parseEnvelope(vector.encoded), refusedFor(vector.reason))
+      assert.throws(() => parseEnvelope(new TextEncoder().encode(vector.encoded)), refusedFor(vector.reason))
       let decoded
       try {
         decoded = JSON.parse(vector.encoded)
       } catch {
         return
       }
-      assert.throws(() => parseEnvelope(decoded), EnvelopeError)
+      assert.throws(() => parseEnvelope(decoded), refusedFor(vector.reason))
     })
   }
+
+  for (const vector of vectors.accepted) {
+    test(`accepted: ${vector.name}`, () => {
+      assert.deepEqual(parseEnvelope(vector.encoded).data, vector.data)
+      assert.deepEqual(parseEnvelope(new TextEncoder().encode(vector.encoded)).data, vector.data)
+    })
+  }
+})
+
+describe('parseEnvelope: the JSON profile', () => {
+  const nested = depth => {
+    let value = 0
+    for (let level = 0; level < depth; level++) value = [value]
+    return value
+  }
+
+  test('data may nest MAX_DEPTH levels, not one more', () => {
+    assert.equal(MAX_DEPTH, 100)
+    assert.deepEqual(parseEnvelope({ ...base, data: nested(100) }).data, nested(100))
+    assert.throws(() => parseEnvelope({ ...base, data: nested(101) }), {
+      reason: 'too_deep',
+      field: 'data',
+      message: 'not a valid envelope: `data` nests deeper than 100 levels'
+    })
+  })
+
+  test('numbers a double cannot hold are refused, also in unknown fields', () => {
+    assert.throws(() => parseEnvelope({ ...base, data: { x: Infinity } }), { reason: 'number_out_of_range', field: 'data' })
+    assert.throws(() => parseEnvelope({ ...base, data: [NaN] }), { reason: 'number_out_of_range' })
+    assert.throws(() => parseEnvelope({ ...base, extra: -Infinity }), { reason: 'number_out_of_range', field: 'extra' })
+  })
+
+  test('lone surrogates are refused in values, keys and field names; pairs are fine', () => {
+    assert.equal(parseEnvelope({ ...base, data: '\ud83d\ude80' }).data, '🚀')
+    assert.throws(() => parseEnvelope({ ...base, data: 'a\ud800' }), { reason: 'invalid_unicode' })
+    assert.throws(() => parseEnvelope({ ...base, data: { '\udc00': 1 } }), { reason: 'invalid_unicode' })
+    assert.throws(() => parseEnvelope({ ...base, channel: '\udfff\ud800' }), { reason: 'invalid_unicode', field: 'channel' })
+    assert.throws(() => parseEnvelope({ ...base, 'x\ud800': 1 }), { reason: 'invalid_unicode' })
+  })
+
+  test('bytes must be UTF-8', () => {
+    const text = new TextEncoder().encode(JSON.stringify({ ...base, data: 'caf' }))
+    const broken = new Uint8Array([...text.slice(0, -2), 0xe9, ...text.slice(-2)])
+    assert.throws(() => parseEnvelope(broken), { reason: 'invalid_unicode', message: 'not a valid envelope: not UTF-8' })
+  })
 })
 
 describe('parseEnvelope: rules shared with decode_envelope', () => {

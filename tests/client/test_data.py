@@ -6,6 +6,7 @@ protocol); both must accept and reject exactly what ``decode_envelope`` does.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 from pathlib import Path
@@ -22,12 +23,20 @@ VECTORS = json.loads(
 )
 
 
-def as_sdk_data(encoded: str) -> list[Any]:
+def entry_bytes(case: dict[str, Any]) -> bytes:
+    if "encoded_base64" in case:
+        return base64.b64decode(case["encoded_base64"])
+    return str(case["encoded"]).encode()
+
+
+def as_sdk_data(encoded: str | bytes) -> list[Any]:
     """Every shape the SDK may deliver ``encoded`` in."""
-    shapes: list[Any] = [encoded.encode(), bytearray(encoded.encode())]
-    # Only the Protobuf protocol can carry bytes that are not JSON.
-    with contextlib.suppress(json.JSONDecodeError):
-        shapes.append(json.loads(encoded))
+    raw = encoded.encode() if isinstance(encoded, str) else encoded
+    shapes: list[Any] = [raw, bytearray(raw)]
+    # Only the Protobuf protocol can carry bytes that are not JSON, or JSON
+    # that Python's json cannot read (too deep, thousands of digits, not UTF-8).
+    with contextlib.suppress(ValueError, RecursionError):
+        shapes.append(json.loads(raw))
     return shapes
 
 
@@ -47,13 +56,37 @@ def test_unknown_fields_are_ignored() -> None:
 
 
 @pytest.mark.parametrize("case", VECTORS["invalid"], ids=lambda c: c["name"])
-def test_invalid_vectors_are_rejected(case: dict[str, Any]) -> None:
+def test_invalid_vectors_are_rejected_for_the_same_reason(case: dict[str, Any]) -> None:
     with pytest.raises(EnvelopeDecodeError) as direct:
-        decode_envelope(case["encoded"])
-    for data in as_sdk_data(case["encoded"]):
+        decode_envelope(entry_bytes(case))
+    for data in as_sdk_data(entry_bytes(case)):
         with pytest.raises(EnvelopeDecodeError) as caught:
             envelope_from_data(data)
-        assert str(caught.value) == str(direct.value)
+        assert caught.value.reason == direct.value.reason == case["reason"]
+        if case["reason"] == "invalid_envelope":
+            assert str(caught.value) == str(direct.value)
+
+
+@pytest.mark.parametrize("case", VECTORS["accepted"], ids=lambda c: c["name"])
+def test_edge_cases_of_the_json_profile_are_accepted(case: dict[str, Any]) -> None:
+    for data in as_sdk_data(case["encoded"]):
+        assert envelope_from_data(data).data == case["data"]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (float("inf"), "number_out_of_range"),
+        ({"nested": [float("nan")]}, "number_out_of_range"),
+        ("\udfff", "invalid_unicode"),
+        (10**400, "number_out_of_range"),
+    ],
+)
+def test_decoded_values_no_sdk_should_have_produced_are_refused(data: Any, reason: str) -> None:
+    publication = {"v": 1, "channel": "c", "key": "k", "version": 1, "seq": 1, "shard": 0}
+    with pytest.raises(EnvelopeDecodeError) as caught:
+        envelope_from_data({**publication, "ts": 1, "data": data})
+    assert caught.value.reason == reason
 
 
 @pytest.mark.parametrize("data", [None, 42, "a string", [1, 2], {"v": 1}, {1, 2}, object(), 2**70])

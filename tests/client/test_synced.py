@@ -266,6 +266,8 @@ async def test_malformed_publications_and_failing_callbacks_are_reported(
     sync = app.synced(client, channel, load, on_update=on_update)
     invalid = []
     for case in VECTORS["invalid"]:
+        if case["reason"] != "invalid_envelope":
+            continue  # the JSON profile: tested on bytes in test_data.py, most cannot be sent here
         try:
             invalid.append(json.loads(case["encoded"]))
         except json.JSONDecodeError:

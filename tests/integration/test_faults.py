@@ -212,7 +212,7 @@ async def test_bad_entries_are_dead_lettered_and_the_rest_delivered_in_order(
     assert [(letter.reason, letter.code) for letter in letters if letter] == [
         ("invalid_envelope", None),
         ("invalid_envelope", None),
-        ("invalid_envelope", None),
+        ("invalid_unicode", None),
         ("rejected", 102),
     ]
     originals = [letter.original for letter in letters if letter]

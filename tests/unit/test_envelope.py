@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from centrifugo_async import (
     default_idempotency_key,
     encode_envelope,
 )
+from centrifugo_async.protocol.envelope import channel_of
 from tests.vectors import generate
 
 VECTORS = Path(__file__).parents[1] / "vectors"
@@ -55,10 +57,60 @@ def test_unknown_fields_are_ignored() -> None:
     assert encode_envelope(envelope).decode() == case["canonical"]
 
 
+def entry_bytes(case: dict[str, Any]) -> bytes:
+    if "encoded_base64" in case:
+        return base64.b64decode(case["encoded_base64"])
+    return str(case["encoded"]).encode()
+
+
 @pytest.mark.parametrize("case", ENVELOPES["invalid"], ids=lambda c: c["name"])
-def test_invalid_vectors_are_rejected(case: dict[str, Any]) -> None:
-    with pytest.raises(EnvelopeDecodeError, match="not a valid envelope"):
-        decode_envelope(case["encoded"].encode())
+def test_invalid_vectors_are_rejected_with_their_reason(case: dict[str, Any]) -> None:
+    with pytest.raises(EnvelopeDecodeError, match="not a valid envelope") as caught:
+        decode_envelope(entry_bytes(case))
+    assert caught.value.reason == case["reason"]
+
+
+@pytest.mark.parametrize("case", ENVELOPES["accepted"], ids=lambda c: c["name"])
+def test_edge_cases_of_the_json_profile_are_accepted(case: dict[str, Any]) -> None:
+    assert decode_envelope(case["encoded"].encode()).data == case["data"]
+    assert decode_envelope(case["encoded"]).data == case["data"]
+
+
+def test_text_with_a_lone_surrogate_is_refused_as_unicode() -> None:
+    text = '{"v":1,"channel":"c","key":"k","version":1,"seq":1,"shard":0,"ts":1,"data":"\ud800"}'
+    with pytest.raises(EnvelopeDecodeError, match="lone surrogate U\\+D800") as caught:
+        decode_envelope(text)
+    assert caught.value.reason == "invalid_unicode"
+
+
+def test_raw_data_decoding_also_checks_the_profile() -> None:
+    (huge,) = [c for c in ENVELOPES["invalid"] if c["name"] == "1e400"]
+    with pytest.raises(EnvelopeDecodeError) as caught:
+        decode_envelope(entry_bytes(huge), raw_data=True)
+    assert caught.value.reason == "number_out_of_range"
+
+
+def test_raw_data_decoding_keeps_unknown_fields_out_of_the_envelope() -> None:
+    case = ENVELOPES["unknown_field"]
+    envelope = decode_envelope(case["encoded"].encode(), raw_data=True)
+    assert type(envelope) is Envelope
+    assert bytes(envelope.data) == b'{"x":1}'
+
+
+@pytest.mark.parametrize(
+    ("entry", "channel"),
+    [
+        (b'{"v":1,"channel":"obj:1","key":"k","data":' + b"[" * 2000 + b"]" * 2000 + b"}", "obj:1"),
+        (b'{"v":1,"channel":"obj:\\u00e9","key":"k","data":"\\ud800"}', "obj:\u00e9"),
+        (b'{"key":"k","channel":"late","data":1e999}', "late"),
+        (b"garbage", None),
+        (b'{"v":1,"channel":7}', None),
+    ],
+)
+def test_the_channel_of_a_refused_entry_is_read_when_possible(
+    entry: bytes, channel: str | None
+) -> None:
+    assert channel_of(entry) == channel
 
 
 def test_unknown_major_version_is_named_in_the_error() -> None:

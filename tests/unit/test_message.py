@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -75,3 +77,63 @@ def test_plan_keeps_call_order_per_shard_and_splits_around_seq() -> None:
         for draft in call.drafts:
             versions_per_key.setdefault(draft.key, []).append(draft.version)
     assert all(v == sorted(v) for v in versions_per_key.values())
+
+
+PRODUCER_REJECTS = json.loads(
+    (Path(__file__).parents[1] / "vectors" / "envelopes.json").read_text(encoding="utf-8")
+)["producer_rejects"]
+NAMED_IN_THE_ERROR = {
+    "too_deep": "nested",
+    "invalid_unicode": "lone surrogate",
+    "number_out_of_range": r"IEEE 754 double|NaN or infinity",
+}
+
+
+@pytest.mark.parametrize("case", PRODUCER_REJECTS, ids=lambda c: c["name"])
+def test_what_no_subscriber_could_decode_is_refused_before_redis(case: dict[str, Any]) -> None:
+    """The shared producer vectors: lenient JSON as Python's json reads it, then publish."""
+    fields = json.loads(case["message"])
+    with pytest.raises(InvalidMessage, match=NAMED_IN_THE_ERROR[case["reason"]]):
+        plan([Message(**fields)], Keyspace(shards=4), 1_000_000)
+
+
+def test_nan_is_refused_with_its_path_instead_of_becoming_null() -> None:
+    with pytest.raises(InvalidMessage, match=r"`\$\.data\.readings\[2\]` is nan"):
+        plan([make(data={"readings": [1.0, 2.0, float("nan")]})], Keyspace(shards=4), 10_000)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [None, {"a": None}, 1e308, -(2**64), "\uffff", [[[[]]]], float(2**53) + 2],
+)
+def test_values_inside_the_profile_are_accepted(data: Any) -> None:
+    (call,) = plan([make(data=data)], Keyspace(shards=4), 10_000).calls
+    assert call.drafts[0].data == data
+
+
+def nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_data_at_the_depth_limit_is_accepted_and_one_more_level_is_not() -> None:
+    plan([make(data=nested(100))], Keyspace(shards=4), 10_000)
+    with pytest.raises(InvalidMessage, match="nested 101 levels deep"):
+        plan([make(data=nested(101))], Keyspace(shards=4), 10_000)
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        (nested(5000), "nested far deeper than the limit of 100 levels"),
+        (7 * 10**4999, "an integer of thousands of digits"),
+        ({"\udc00": 1}, "lone surrogate U\\+DC00"),
+    ],
+    ids=["5000 deep", "5000 digits", "surrogate in a key"],
+)
+def test_what_python_itself_cannot_encode_is_refused_as_invalid(data: Any, named: str) -> None:
+    """Never a bare RecursionError, ValueError or UnicodeEncodeError."""
+    with pytest.raises(InvalidMessage, match=named):
+        plan([make(data=data)], Keyspace(shards=4), 1_000_000)

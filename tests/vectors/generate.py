@@ -7,6 +7,7 @@ new case, or a deliberate protocol change) and review the diff.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -63,32 +64,157 @@ UNKNOWN_FIELD = (
     b'"data":{"x":1},"future_field":{"any":"thing"}}'
 )
 
-INVALID = {
-    "not json": b"garbage",
-    "json array": b"[1,2,3]",
-    "unknown major version": b'{"v":2,"stuff":true}',
-    "missing key": b'{"v":1,"channel":"c","version":1,"seq":1,"shard":0,"ts":1,"data":1}',
-    "missing data": b'{"v":1,"channel":"c","key":"k","version":1,"seq":1,"shard":0,"ts":1}',
-    "empty channel": (
-        b'{"v":1,"channel":"","key":"k","version":1,"seq":1,"shard":0,"ts":1,"data":1}'
+
+def _with_data(data: bytes, extra: bytes = b"") -> bytes:
+    """A valid v1 header around hand-written ``data`` bytes (and extra fields)."""
+    return (
+        b'{"v":1,"channel":"c","key":"k","version":1,"seq":1,"shard":0,"ts":1,"data":'
+        + data
+        + extra
+        + b"}"
+    )
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+INVALID_ENVELOPE = "invalid_envelope"
+
+# name -> (entry bytes, the reason every reader gives). Entries that are not
+# UTF-8 go into the file as base64.
+INVALID: dict[str, tuple[bytes, str]] = {
+    "not json": (b"garbage", INVALID_ENVELOPE),
+    "json array": (b"[1,2,3]", INVALID_ENVELOPE),
+    "unknown major version": (b'{"v":2,"stuff":true}', INVALID_ENVELOPE),
+    "missing key": (
+        b'{"v":1,"channel":"c","version":1,"seq":1,"shard":0,"ts":1,"data":1}',
+        INVALID_ENVELOPE,
     ),
-    "empty key": b'{"v":1,"channel":"c","key":"","version":1,"seq":1,"shard":0,"ts":1,"data":1}',
+    "missing data": (
+        b'{"v":1,"channel":"c","key":"k","version":1,"seq":1,"shard":0,"ts":1}',
+        INVALID_ENVELOPE,
+    ),
+    "empty channel": (
+        b'{"v":1,"channel":"","key":"k","version":1,"seq":1,"shard":0,"ts":1,"data":1}',
+        INVALID_ENVELOPE,
+    ),
+    "empty key": (
+        b'{"v":1,"channel":"c","key":"","version":1,"seq":1,"shard":0,"ts":1,"data":1}',
+        INVALID_ENVELOPE,
+    ),
     "negative version": (
-        b'{"v":1,"channel":"c","key":"k","version":-1,"seq":1,"shard":0,"ts":1,"data":1}'
+        b'{"v":1,"channel":"c","key":"k","version":-1,"seq":1,"shard":0,"ts":1,"data":1}',
+        INVALID_ENVELOPE,
     ),
     "version above 2**53-1": (
         b'{"v":1,"channel":"c","key":"k","version":9007199254740992,"seq":1,"shard":0,'
-        b'"ts":1,"data":1}'
+        b'"ts":1,"data":1}',
+        INVALID_ENVELOPE,
     ),
     "string version": (
-        b'{"v":1,"channel":"c","key":"k","version":"1","seq":1,"shard":0,"ts":1,"data":1}'
+        b'{"v":1,"channel":"c","key":"k","version":"1","seq":1,"shard":0,"ts":1,"data":1}',
+        INVALID_ENVELOPE,
     ),
-    "zero seq": b'{"v":1,"channel":"c","key":"k","version":1,"seq":0,"shard":0,"ts":1,"data":1}',
+    "zero seq": (
+        b'{"v":1,"channel":"c","key":"k","version":1,"seq":0,"shard":0,"ts":1,"data":1}',
+        INVALID_ENVELOPE,
+    ),
     "non-string tag": (
         b'{"v":1,"channel":"c","key":"k","version":1,"seq":1,"shard":0,"ts":1,"data":1,'
-        b'"tags":{"a":1}}'
+        b'"tags":{"a":1}}',
+        INVALID_ENVELOPE,
+    ),
+    # The JSON profile (I-JSON, RFC 7493): what some SDK cannot decode.
+    "data nested 101 deep": (_with_data(_nested(101)), "too_deep"),
+    "data nested 1000 deep": (_with_data(_nested(1000)), "too_deep"),
+    "objects nested 101 deep": (_with_data(b'{"a":' * 101 + b"1" + b"}" * 101), "too_deep"),
+    "unknown field nested 101 deep": (_with_data(b"1", b',"x":' + _nested(101)), "too_deep"),
+    "invalid UTF-8 in data": (_with_data(b'"caf\xe9"'), "invalid_unicode"),
+    "invalid UTF-8 in a key of data": (_with_data(b'{"\xff":1}'), "invalid_unicode"),
+    "UTF-8 encoded surrogate": (_with_data(b'"\xed\xa0\x80"'), "invalid_unicode"),
+    "overlong UTF-8": (_with_data(b'"\xc0\xaf"'), "invalid_unicode"),
+    "lone high surrogate escape": (_with_data(b'"a\\ud800b"'), "invalid_unicode"),
+    "lone low surrogate escape": (_with_data(b'"\\udc00"'), "invalid_unicode"),
+    "reversed surrogate pair": (_with_data(b'"\\ude80\\ud83d"'), "invalid_unicode"),
+    "lone surrogate in an object key": (_with_data(b'{"\\ud800":1}'), "invalid_unicode"),
+    "lone surrogate in the channel": (
+        b'{"v":1,"channel":"\\ud800","key":"k","version":1,"seq":1,"shard":0,"ts":1,"data":1}',
+        "invalid_unicode",
+    ),
+    "5000-digit integer": (_with_data(b"1" * 5000), "number_out_of_range"),
+    "400-digit integer": (_with_data(b"-" + b"9" * 400), "number_out_of_range"),
+    "1e400": (_with_data(b"[1e400]"), "number_out_of_range"),
+    "just above the largest double": (
+        _with_data(b"1.7976931348623159e308"),
+        "number_out_of_range",
+    ),
+    "unknown field out of range": (_with_data(b"1", b',"x":-1E999'), "number_out_of_range"),
+}
+
+# Edge cases every reader accepts; their encoding is not canonical, so they are
+# checked for acceptance and decoded value, not for a round trip.
+ACCEPTED: dict[str, bytes] = {
+    "data nested 100 deep": _with_data(_nested(100)),
+    "largest double": _with_data(b"[1.7976931348623157e308,-1.7976931348623157e308]"),
+    "integer beyond 2**64 within the double range": _with_data(b"18446744073709551616"),
+    "tiny number rounds to zero": _with_data(b"1e-400"),
+    "escaped surrogate pair": _with_data(b'"\\ud83d\\ude80"'),
+    "escaped backslash before u": _with_data(b'"\\\\ud800"'),
+    "noncharacter": _with_data('"\uffff\ufdd0"'.encode()),
+    "brackets inside strings": _with_data(b'"' + b"[" * 500 + b'"'),
+    "a 400-digit string": _with_data(b'"' + b"9" * 400 + b'"'),
+    "unknown field with nesting": _with_data(b"1", b',"x":{"y":[1,2,{"z":null}]}'),
+}
+
+# What a producer must refuse to enqueue, written as lenient JSON (NaN,
+# Infinity, lone surrogates and huge integers allowed, as Python's json reads
+# them): each message's fields and the rule it breaks.
+PRODUCER_REJECTS: dict[str, tuple[str, str]] = {
+    "NaN in data": (
+        '{"channel":"c","key":"k","version":1,"data":{"x":NaN}}',
+        "number_out_of_range",
+    ),
+    "Infinity in data": (
+        '{"channel":"c","key":"k","version":1,"data":[-Infinity]}',
+        "number_out_of_range",
+    ),
+    "integer beyond the double range": (
+        '{"channel":"c","key":"k","version":1,"data":1' + "0" * 400 + "}",
+        "number_out_of_range",
+    ),
+    "data nested 101 deep": (
+        '{"channel":"c","key":"k","version":1,"data":' + "[" * 101 + "]" * 101 + "}",
+        "too_deep",
+    ),
+    "lone surrogate in data": (
+        '{"channel":"c","key":"k","version":1,"data":"\\ud800"}',
+        "invalid_unicode",
+    ),
+    "lone surrogate in a key of data": (
+        '{"channel":"c","key":"k","version":1,"data":{"\\udc00":1}}',
+        "invalid_unicode",
+    ),
+    "lone surrogate in the key": (
+        '{"channel":"c","key":"k\\ud800","version":1,"data":1}',
+        "invalid_unicode",
+    ),
+    "lone surrogate in the channel": (
+        '{"channel":"\\udfff","key":"k","version":1,"data":1}',
+        "invalid_unicode",
+    ),
+    "lone surrogate in a tag": (
+        '{"channel":"c","key":"k","version":1,"data":1,"tags":{"t":"\\ud800"}}',
+        "invalid_unicode",
     ),
 }
+
+
+def _entry(raw: bytes) -> dict[str, str]:
+    try:
+        return {"encoded": raw.decode()}
+    except UnicodeDecodeError:
+        return {"encoded_base64": base64.b64encode(raw).decode()}
 
 
 def envelopes() -> dict[str, Any]:
@@ -108,7 +234,18 @@ def envelopes() -> dict[str, Any]:
                 _envelope(key="k", version=3, seq=4, ts=1, data={"x": 1})
             ).decode(),
         },
-        "invalid": [{"name": n, "encoded": raw.decode()} for n, raw in INVALID.items()],
+        "invalid": [
+            {"name": name, **_entry(raw), "reason": reason}
+            for name, (raw, reason) in INVALID.items()
+        ],
+        "accepted": [
+            {"name": name, "encoded": raw.decode(), "data": json.loads(raw)["data"]}
+            for name, raw in ACCEPTED.items()
+        ],
+        "producer_rejects": [
+            {"name": name, "message": lenient, "reason": reason}
+            for name, (lenient, reason) in PRODUCER_REJECTS.items()
+        ],
     }
 
 

@@ -4,10 +4,12 @@ import { Centrifuge } from 'centrifuge'
 import {
   createVersionGate,
   EnvelopeError,
+  MAX_DEPTH,
   parseEnvelope,
   shardFor,
   syncSubscription,
   type Envelope,
+  type EnvelopeErrorReason,
   type GateStats,
   type SyncedSubscription
 } from 'centrifugo-async-client'
@@ -66,7 +68,11 @@ try {
   const envelope: Envelope<Todo> = parseEnvelope<Todo>('{}')
   console.log(envelope.data.done, envelope.tags?.kind, stats.size, known)
 } catch (error) {
-  if (error instanceof EnvelopeError) console.log(error.field, error.message)
+  if (error instanceof EnvelopeError) {
+    const reason: EnvelopeErrorReason = error.reason
+    if (reason === 'too_deep') console.log(`over ${MAX_DEPTH} levels`)
+    console.log(error.field, error.message)
+  }
 }
 const shard: number = shardFor('user:1', 16)
 console.log(shard)
