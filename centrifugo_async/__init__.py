@@ -13,6 +13,7 @@ from .exceptions import (
     EnvelopeDecodeError,
     InvalidMessage,
     InvalidSetting,
+    PartialPublish,
     PayloadTooLarge,
     QueueUnavailable,
     RelayFatalError,
@@ -24,6 +25,7 @@ from .exceptions import (
 from .protocol import (
     DEFAULT_PREFIX,
     ENVELOPE_VERSION,
+    MAX_DEPTH,
     MAX_OBJECT_VERSION,
     DeadLetter,
     Envelope,
@@ -38,6 +40,7 @@ from .publisher import AsyncPublisher, Message, Publisher
 __all__ = [
     "DEFAULT_PREFIX",
     "ENVELOPE_VERSION",
+    "MAX_DEPTH",
     "MAX_OBJECT_VERSION",
     "AsyncPublisher",
     "CentrifugoAsyncError",
@@ -50,6 +53,7 @@ __all__ = [
     "InvalidSetting",
     "Keyspace",
     "Message",
+    "PartialPublish",
     "PayloadTooLarge",
     "Publisher",
     "QueueUnavailable",

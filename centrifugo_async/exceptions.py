@@ -8,6 +8,7 @@
     ├── TopologyNotRecorded         no shard count is recorded for the prefix yet
     ├── ReshardRefused              a reshard could not drain its shards in time; nothing changed
     ├── QueueUnavailable            Redis could not be reached or failed the command
+    │   └── PartialPublish          publish_many: part of the batch enqueued, the rest not
     ├── ConfigError                 bad relay configuration (names the key and its source)
     │   └── InvalidSetting          one setting's value is not allowed (``field`` names it)
     └── RelayFatalError             the relay cannot go on and must stop (exit non-zero)
@@ -20,6 +21,9 @@ that validate input generically still catch them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "CentrifugoAsyncError",
     "CentrifugoAuthError",
@@ -27,6 +31,7 @@ __all__ = [
     "EnvelopeDecodeError",
     "InvalidMessage",
     "InvalidSetting",
+    "PartialPublish",
     "PayloadTooLarge",
     "QueueUnavailable",
     "RelayFatalError",
@@ -87,8 +92,39 @@ class QueueUnavailable(CentrifugoAsyncError):
     """Redis could not be reached, timed out or failed a command.
 
     Publishing is a single atomic script call, so when this is raised the message
-    was either fully enqueued or not at all; with a timeout the outcome is unknown.
+    was either fully enqueued or not at all; with a timeout or a lost connection
+    the outcome is unknown. For ``publish_many`` this class itself means nothing
+    of the batch is known to be enqueued (``PartialPublish`` says when some is).
     """
+
+
+class PartialPublish(QueueUnavailable):
+    """``publish_many`` enqueued part of the batch, then Redis failed the rest.
+
+    Each shard's messages go in one script call of a pipeline, and Redis can
+    refuse some calls while running others (memory full, a shard sealed by a
+    reshard, a connection lost half-way). Retry ``not_enqueued`` alone: retrying
+    everything would enqueue ``enqueued`` twice. The cause (``QueueUnavailable``
+    or ``TopologyMismatch``) is chained as ``__cause__``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        enqueued: Sequence[Any],
+        not_enqueued: Sequence[Any],
+        unknown: Sequence[Any] = (),
+    ) -> None:
+        super().__init__(message)
+        self.enqueued = list(enqueued)
+        """The ``Envelope`` objects written, with their ``seq`` (as ``publish_many`` returns)."""
+        self.not_enqueued = list(not_enqueued)
+        """The ``Message`` objects Redis refused, in the order given: retry these."""
+        self.unknown = list(unknown)
+        """``Message`` objects whose outcome is unknown (the connection was lost before
+        Redis answered). Retrying them is safe: a copy that went in twice is
+        delivered once (same idempotency key) and version gates drop repeats."""
 
 
 class ConfigError(CentrifugoAsyncError, ValueError):

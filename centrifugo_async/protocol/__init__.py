@@ -3,6 +3,7 @@
 Nothing here knows about publishers, relays or subscribers; they all build on it::
 
     envelope.py     the JSON object in the lists and in each publication (v1)
+    ijson.py        the JSON every entry must be (I-JSON: UTF-8, depth, double range)
     routing.py      key -> shard, identical in every language
     keys.py         every Redis key name, per prefix and shard
     scripts.py      the Lua scripts: every state change of a shard is one of them
@@ -20,12 +21,14 @@ from .envelope import (
     default_idempotency_key,
     encode_envelope,
 )
+from .ijson import MAX_DEPTH
 from .keys import DEFAULT_PREFIX, Keyspace, ShardKeys
 from .routing import MAX_SHARDS, shard_for
 
 __all__ = [
     "DEFAULT_PREFIX",
     "ENVELOPE_VERSION",
+    "MAX_DEPTH",
     "MAX_OBJECT_VERSION",
     "MAX_SHARDS",
     "DeadLetter",

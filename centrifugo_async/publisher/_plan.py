@@ -3,7 +3,9 @@
 A batch of messages becomes an ``EnqueuePlan``: one ``ENQUEUE`` script call per
 shard group (chunked), with each envelope pre-encoded around its ``seq`` value so
 the script only splices in the number it assigns. The twins run the calls in a
-single pipeline and hand the replies back to ``EnqueuePlan.envelopes``.
+single pipeline through an ``EnqueueRun``, which keeps track of what Redis
+answered, decides what to send again, and turns the answers into envelopes or
+the typed error (``PartialPublish`` when part of a batch went in).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import redis.exceptions
 from .._clock import now_ms
 from ..exceptions import (
     InvalidMessage,
+    PartialPublish,
     PayloadTooLarge,
     QueueUnavailable,
     TopologyMismatch,
@@ -26,7 +29,7 @@ from ..protocol import ijson
 from ..protocol.envelope import ENVELOPE_VERSION, Envelope
 from ..protocol.keys import Keyspace, ShardKeys
 from ..protocol.routing import shard_for
-from ..protocol.scripts import TOPOLOGY_ERROR
+from ..protocol.scripts import ENQUEUE, TOPOLOGY_ERROR
 from .message import Message
 
 _CHUNK = 1000
@@ -41,31 +44,114 @@ class ScriptCall:
     keys: ShardKeys
     args: list[bytes | str]
     drafts: list[Envelope[Any]]
+    positions: list[int]
+    """Where each draft's message stands in the caller's batch."""
 
     @property
-    def keys_and_args(self) -> tuple[bytes | str, ...]:
-        """``EVALSHA`` arguments after the sha and the key count (3)."""
+    def command(self) -> tuple[bytes | str | int, ...]:
+        """The ``EVALSHA`` command: sha, key count (3), keys, then the arguments."""
         k = self.keys
-        return (k.state, k.queue, k.bell, *self.args)
+        return ("EVALSHA", ENQUEUE.sha, 3, k.state, k.queue, k.bell, *self.args)
+
+    def envelopes(self, first_seq: object) -> list[Envelope[Any]]:
+        first = int(first_seq)  # type: ignore[call-overload]
+        return [
+            msgspec.structs.replace(draft, seq=first + offset)
+            for offset, draft in enumerate(self.drafts)
+        ]
 
 
 @attrs.frozen
 class EnqueuePlan:
     calls: list[ScriptCall]
+    messages: list[Message]
 
-    def envelopes(self, replies: Sequence[object]) -> list[Envelope[Any]]:
+
+@attrs.define
+class EnqueueRun:
+    """One execution of a plan: which calls Redis answered, and how.
+
+    The twins send ``commands()`` in a pipeline and hand the replies to
+    ``record``; calls that found the script missing (``NOSCRIPT``, after a
+    ``SCRIPT FLUSH`` or on a cluster node that never saw it) are sent again once
+    the script is loaded, and only those: the others already ran.
+    """
+
+    plan: EnqueuePlan
+    replies: dict[int, object] = attrs.Factory(dict)
+    """Call index -> first ``seq`` assigned, or the exception Redis answered with."""
+    lost: dict[int, BaseException] = attrs.Factory(dict)
+    """Call index -> the error that cut the connection before Redis answered it."""
+    rounds: int = 0
+
+    def pending(self) -> list[int]:
+        return [
+            i
+            for i in range(len(self.plan.calls))
+            if i not in self.lost and (i not in self.replies or is_noscript(self.replies[i]))
+        ]
+
+    def commands(self) -> list[tuple[bytes | str | int, ...]]:
+        return [self.plan.calls[i].command for i in self.pending()]
+
+    def record(self, replies: Sequence[object]) -> bool:
+        """Store a pipeline's replies; True when the pending calls should be sent again."""
+        self.rounds += 1
+        self.replies.update(zip(self.pending(), replies, strict=True))
+        return self.rounds < 2 and bool(self.pending())
+
+    def connection_lost(self, exc: BaseException) -> None:
+        """The pipeline failed as a whole: the pending calls may or may not have run."""
+        self.lost.update(dict.fromkeys(self.pending(), exc))
+
+    def script_refused(self, exc: BaseException) -> None:
+        """Loading the script failed: the pending calls did not run."""
+        self.replies.update(dict.fromkeys(self.pending(), exc))
+
+    def result(self) -> list[Envelope[Any]]:
         """Envelopes with their assigned ``seq``, in the order the calls were planned.
 
-        Raises the typed error for the first failed call.
+        Raises the typed error of the first failed call when nothing was
+        enqueued, and ``PartialPublish`` when part of the batch was.
         """
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise translate_redis_error(reply)
-        return [
-            msgspec.structs.replace(draft, seq=int(first) + offset)  # type: ignore[call-overload]
-            for call, first in zip(self.calls, replies, strict=True)
-            for offset, draft in enumerate(call.drafts)
-        ]
+        calls = self.plan.calls
+        failed = {
+            i: _failure(reply)
+            for i, reply in self.replies.items()
+            if isinstance(reply, BaseException) and i not in self.lost
+        }
+        done = [i for i in range(len(calls)) if i not in failed and i not in self.lost]
+        if len(done) == len(calls):
+            return [e for i in done for e in calls[i].envelopes(self.replies[i])]
+        causes = [failed[i] for i in sorted(failed)]
+        causes += [translate_redis_error(self.lost[i]) for i in sorted(self.lost)]
+        if not done:
+            raise causes[0]
+        enqueued = [e for i in done for e in calls[i].envelopes(self.replies[i])]
+        refused, unknown = self._messages(failed), self._messages(self.lost)
+        total = len(self.plan.messages)
+        parts = []
+        if refused:
+            parts.append(f"{len(refused)} refused")
+        if unknown:
+            parts.append(f"{len(unknown)} with an unknown outcome")
+        detail = ", ".join(parts)
+        raise PartialPublish(
+            f"Redis enqueued {len(enqueued)} of {total} messages ({detail}): {causes[0]}",
+            enqueued=enqueued,
+            not_enqueued=refused,
+            unknown=unknown,
+        ) from causes[0]
+
+    def _messages(self, calls: Iterable[int]) -> list[Message]:
+        positions = sorted(p for i in calls for p in self.plan.calls[i].positions)
+        return [self.plan.messages[p] for p in positions]
+
+
+def _failure(reply: BaseException) -> Exception:
+    if is_noscript(reply):
+        return QueueUnavailable("Redis keeps forgetting the enqueue script (SCRIPT FLUSH?)")
+    return translate_redis_error(reply)
 
 
 def plan(messages: Iterable[Message], keyspace: Keyspace, max_payload_bytes: int) -> EnqueuePlan:
@@ -76,19 +162,21 @@ def plan(messages: Iterable[Message], keyspace: Keyspace, max_payload_bytes: int
     created_ms = now_ms()
     groups: dict[int, ScriptCall] = {}
     calls: list[ScriptCall] = []
-    for message in messages:
+    batch = list(messages)
+    for position, message in enumerate(batch):
         if not isinstance(message, Message):
             raise InvalidMessage(f"publish_many expects Message objects, got {message!r}")
         draft = _draft(message, keyspace.shards, created_ms)
         head, tail = _split_at_seq(draft, max_payload_bytes)
         call = groups.get(draft.shard)
         if call is None or len(call.drafts) >= _CHUNK:
-            call = ScriptCall(keyspace.shard(draft.shard), [str(keyspace.shards)], [])
+            call = ScriptCall(keyspace.shard(draft.shard), [str(keyspace.shards)], [], [])
             groups[draft.shard] = call
             calls.append(call)
         call.args.extend((head, tail))
         call.drafts.append(draft)
-    return EnqueuePlan(calls)
+        call.positions.append(position)
+    return EnqueuePlan(calls, batch)
 
 
 def _draft(message: Message, shards: int, now_ms: int) -> Envelope[Any]:

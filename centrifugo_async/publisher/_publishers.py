@@ -13,12 +13,11 @@ from typing import Any, Generic, Self, TypeVar
 import redis.exceptions
 
 from ..connection import AsyncRedisClient, SyncRedisClient, async_client, sync_client
-from ..exceptions import QueueUnavailable
 from ..protocol import topology
 from ..protocol.envelope import Envelope
 from ..protocol.keys import DEFAULT_PREFIX, Keyspace
 from ..protocol.scripts import ENQUEUE
-from ._plan import EnqueuePlan, is_noscript, plan, translate_redis_error
+from ._plan import EnqueuePlan, EnqueueRun, plan, translate_redis_error
 from .message import Message
 
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "AsyncPublisher", "Publisher"]
@@ -113,31 +112,39 @@ class Publisher(_PublisherBase[SyncRedisClient]):
         return self._run(batch)[0]
 
     def publish_many(self, items: Iterable[Message]) -> list[Envelope[Any]]:
-        """Enqueue many messages; per key, the order of ``items`` is kept."""
+        """Enqueue many messages; per key, the order of ``items`` is kept.
+
+        Each shard's messages are one atomic script call, but the calls of one
+        batch are independent: Redis may run some and refuse others (memory
+        full, a shard being resharded). Then ``PartialPublish`` carries the
+        ``enqueued`` envelopes and the ``not_enqueued`` messages: retry only
+        those. A plain ``QueueUnavailable`` means nothing is known to be
+        enqueued (with a lost connection, retrying the whole batch is safe).
+        """
         return self._run(plan(items, self.keyspace, self.max_payload_bytes))
 
     def _run(self, batch: EnqueuePlan) -> list[Envelope[Any]]:
         if not batch.calls:
             return []
         self.ensure_topology()
-        for _ in range(2):
+        run = EnqueueRun(batch)
+        again = True
+        while again:
             pipe = self._redis.pipeline(transaction=False)
-            for call in batch.calls:
-                pipe.execute_command("EVALSHA", ENQUEUE.sha, 3, *call.keys_and_args)
+            for command in run.commands():
+                pipe.execute_command(*command)
             try:
-                replies = pipe.execute(raise_on_error=False)
+                again = run.record(pipe.execute(raise_on_error=False))
             except redis.exceptions.RedisError as exc:
-                raise translate_redis_error(exc) from exc
-            if not any(map(is_noscript, replies)):
-                return batch.envelopes(replies)
-            self._load_script()
-        raise QueueUnavailable("Redis keeps forgetting the enqueue script (SCRIPT FLUSH?)")
-
-    def _load_script(self) -> None:
-        try:
-            self._redis.script_load(ENQUEUE.source)
-        except redis.exceptions.RedisError as exc:
-            raise translate_redis_error(exc) from exc
+                run.connection_lost(exc)
+                break
+            if again:
+                try:
+                    self._redis.script_load(ENQUEUE.source)
+                except redis.exceptions.RedisError as exc:
+                    run.script_refused(exc)
+                    break
+        return run.result()
 
     def close(self) -> None:
         """Close the connection pool if this publisher created it (``from_url``)."""
@@ -192,31 +199,35 @@ class AsyncPublisher(_PublisherBase[AsyncRedisClient]):
         return (await self._run(batch))[0]
 
     async def publish_many(self, items: Iterable[Message]) -> list[Envelope[Any]]:
-        """Enqueue many messages; per key, the order of ``items`` is kept."""
+        """Enqueue many messages; per key, the order of ``items`` is kept.
+
+        Raises ``PartialPublish`` when part of the batch went in, as
+        ``Publisher.publish_many`` does.
+        """
         return await self._run(plan(items, self.keyspace, self.max_payload_bytes))
 
     async def _run(self, batch: EnqueuePlan) -> list[Envelope[Any]]:
         if not batch.calls:
             return []
         await self.ensure_topology()
-        for _ in range(2):
+        run = EnqueueRun(batch)
+        again = True
+        while again:
             pipe = self._redis.pipeline(transaction=False)
-            for call in batch.calls:
-                pipe.execute_command("EVALSHA", ENQUEUE.sha, 3, *call.keys_and_args)
+            for command in run.commands():
+                pipe.execute_command(*command)
             try:
-                replies = await pipe.execute(raise_on_error=False)
+                again = run.record(await pipe.execute(raise_on_error=False))
             except redis.exceptions.RedisError as exc:
-                raise translate_redis_error(exc) from exc
-            if not any(map(is_noscript, replies)):
-                return batch.envelopes(replies)
-            await self._load_script()
-        raise QueueUnavailable("Redis keeps forgetting the enqueue script (SCRIPT FLUSH?)")
-
-    async def _load_script(self) -> None:
-        try:
-            await self._redis.script_load(ENQUEUE.source)
-        except redis.exceptions.RedisError as exc:
-            raise translate_redis_error(exc) from exc
+                run.connection_lost(exc)
+                break
+            if again:
+                try:
+                    await self._redis.script_load(ENQUEUE.source)
+                except redis.exceptions.RedisError as exc:
+                    run.script_refused(exc)
+                    break
+        return run.result()
 
     async def close(self) -> None:
         """Close the connection pool if this publisher created it (``from_url``)."""
