@@ -20,7 +20,7 @@ import click
 import redis.exceptions
 
 from . import admin
-from .connection import SyncRedisClient, sync_client
+from .connection import DEFAULT_TIMEOUT, SyncRedisClient, sync_client
 from .exceptions import CentrifugoAsyncError, RelayFatalError
 from .logs import configure_logging, secrets_of
 from .protocol import topology
@@ -62,7 +62,7 @@ class RedisTarget:
     cluster: bool
 
     def client(self) -> SyncRedisClient:
-        return sync_client(self.url, cluster=self.cluster)
+        return sync_client(self.url, cluster=self.cluster, timeout=DEFAULT_TIMEOUT)
 
 
 def _shared_option(name: str, **kwargs: Any) -> Callable[[F], F]:

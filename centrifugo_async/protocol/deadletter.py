@@ -87,5 +87,5 @@ def decode_dead_letter(raw: bytes) -> DeadLetter:
     """Parse a ``dlq`` list entry; raises ``EnvelopeDecodeError`` if it is not a record."""
     try:
         return _decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise EnvelopeDecodeError(f"not a dead-letter record: {exc}") from None

@@ -84,6 +84,11 @@ class _WithUnknownFields(Envelope[DataT], frozen=True, forbid_unknown_fields=Fal
     """The same fields, for entries that also carry fields this reader does not know."""
 
 
+_REFUSED: Final = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+"""What msgspec raises for bytes it will not decode: msgspec 0.18.0 raises
+UnicodeDecodeError for invalid UTF-8 inside a string (later releases DecodeError),
+and nesting past Python's recursion limit raises RecursionError."""
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Envelope[Any])
 _tolerant_decoder = msgspec.json.Decoder(_WithUnknownFields[Any])
@@ -114,7 +119,7 @@ def decode_envelope(payload: bytes | str, *, raw_data: bool = False) -> Envelope
         raise EnvelopeDecodeError(f"not a valid envelope: {violation}", reason=violation.rule)
     try:
         envelope = _decoder.decode(document)
-    except (msgspec.DecodeError, RecursionError):
+    except _REFUSED:
         envelope = _decode_checking_every_value(document)
     if envelope.v != ENVELOPE_VERSION:
         raise EnvelopeDecodeError(f"not a valid envelope: {_unknown_major(envelope.v)}")
@@ -143,7 +148,7 @@ def _decode_checking_every_value(document: bytes) -> Envelope[Any]:
     """
     try:
         _value_decoder.decode(document)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except _REFUSED as exc:
         violation = ijson.diagnose(document)
         if violation is not None:
             raise EnvelopeDecodeError(
@@ -154,7 +159,7 @@ def _decode_checking_every_value(document: bytes) -> Envelope[Any]:
         ) from None
     try:
         tolerant = _tolerant_decoder.decode(document)
-    except msgspec.DecodeError as exc:
+    except _REFUSED as exc:
         raise EnvelopeDecodeError(
             f"not a valid envelope: {_decode_problem(document, exc)}"
         ) from None
@@ -179,14 +184,14 @@ def channel_of(document: bytes) -> str | None:
     """
     try:
         return _channel_decoder.decode(document).channel
-    except (msgspec.DecodeError, RecursionError):
+    except _REFUSED:
         pass
     canonical = _CANONICAL_CHANNEL.match(document)
     if canonical is None:
         return None
     try:
         return msgspec.json.decode(canonical.group(1), type=str)
-    except msgspec.DecodeError:
+    except _REFUSED:
         return None
 
 
@@ -198,7 +203,7 @@ def _decode_problem(payload: bytes, exc: Exception) -> str:
     """Prefer "unknown major version" over the field error a newer major causes."""
     try:
         major = msgspec.json.decode(payload, type=_MajorOnly).v
-    except (msgspec.DecodeError, RecursionError):
+    except _REFUSED:
         return str(exc)
     if major != ENVELOPE_VERSION:
         return _unknown_major(major)

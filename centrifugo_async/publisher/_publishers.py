@@ -12,7 +12,13 @@ from typing import Any, Generic, Self, TypeVar
 
 import redis.exceptions
 
-from ..connection import AsyncRedisClient, SyncRedisClient, async_client, sync_client
+from ..connection import (
+    DEFAULT_TIMEOUT,
+    AsyncRedisClient,
+    SyncRedisClient,
+    async_client,
+    sync_client,
+)
 from ..protocol import topology
 from ..protocol.envelope import Envelope
 from ..protocol.keys import DEFAULT_PREFIX, Keyspace
@@ -49,15 +55,27 @@ class _PublisherBase(Generic[ClientT]):
         self._topology_checked = False
 
     @classmethod
-    def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> Self:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        cluster: bool = False,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> Self:
         """A publisher with its own connection pool, closed by ``close()``.
 
         ``cluster=True`` connects to a Redis Cluster through any of its nodes.
+        ``timeout`` (seconds, default 5) bounds connecting and every reply: a
+        Redis that hangs makes the call raise ``QueueUnavailable`` after it,
+        without retrying (the outcome of that call is then unknown). ``None``
+        leaves redis-py's defaults. A publisher built on your own client uses
+        that client's settings.
         """
-        return cls(cls._connect(url, cluster), owns_client=True, **kwargs)
+        return cls(cls._connect(url, cluster, timeout), owns_client=True, **kwargs)
 
     @staticmethod
-    def _connect(url: str, cluster: bool) -> ClientT:
+    def _connect(url: str, cluster: bool, timeout: float | None) -> ClientT:
         raise NotImplementedError
 
     def _plan_one(
@@ -83,8 +101,8 @@ class Publisher(_PublisherBase[SyncRedisClient]):
     """
 
     @staticmethod
-    def _connect(url: str, cluster: bool) -> SyncRedisClient:
-        return sync_client(url, cluster=cluster)
+    def _connect(url: str, cluster: bool, timeout: float | None) -> SyncRedisClient:
+        return sync_client(url, cluster=cluster, timeout=timeout)
 
     def ensure_topology(self) -> None:
         """Record the shard count in Redis, or check it against the recorded one."""
@@ -168,8 +186,8 @@ class AsyncPublisher(_PublisherBase[AsyncRedisClient]):
     """The asyncio twin of ``Publisher``, over ``redis.asyncio`` clients."""
 
     @staticmethod
-    def _connect(url: str, cluster: bool) -> AsyncRedisClient:
-        return async_client(url, cluster=cluster)
+    def _connect(url: str, cluster: bool, timeout: float | None) -> AsyncRedisClient:
+        return async_client(url, cluster=cluster, timeout=timeout)
 
     async def ensure_topology(self) -> None:
         """Record the shard count in Redis, or check it against the recorded one."""
