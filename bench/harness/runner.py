@@ -1,5 +1,6 @@
 """Every system in turn, each on its own fresh Redis and Centrifugo, then the relay
-backlog and the publisher alone: the results ``python -m bench`` writes as JSON."""
+backlog, the publisher alone and the cost of validating entries: the results
+``python -m bench`` writes as JSON."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .publisher import run_publisher
 from .settings import Settings
 from .stack import Stack
 from .systems import System
+from .validation import run_validation
 
 __all__ = ["run_all", "run_system"]
 
@@ -87,6 +89,9 @@ def run_all(
         _progress("--> publisher alone")
         results["publisher"] = run_publisher(settings)
         _progress(f"    {results['publisher']}")
+    _progress("--> validating entries (the JSON profile), in this process")
+    results["validation"] = run_validation(settings)
+    _progress(f"    {results['validation']}")
     return results
 
 

@@ -89,6 +89,8 @@ _REFUSED: Final = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 UnicodeDecodeError for invalid UTF-8 inside a string (later releases DecodeError),
 and nesting past Python's recursion limit raises RecursionError."""
 
+_NOT_SCREENED: Final = bytes(b for b in range(256) if b not in ijson.SCREENED)
+_SCREEN_LIMIT: Final = ijson.SCREEN_LIMIT
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Envelope[Any])
 _tolerant_decoder = msgspec.json.Decoder(_WithUnknownFields[Any])
@@ -113,10 +115,14 @@ def decode_envelope(payload: bytes | str, *, raw_data: bool = False) -> Envelope
     of ``ijson.Rule`` that was broken, or ``invalid_envelope`` (not JSON, a
     missing or mistyped field, an out-of-range value, an unknown major version).
     """
-    document = _as_bytes(payload)
-    violation = ijson.screen(document)
-    if violation is not None:
-        raise EnvelopeDecodeError(f"not a valid envelope: {violation}", reason=violation.rule)
+    document = payload if type(payload) is bytes else _as_bytes(payload)
+    # ijson.screen, its first pass inlined: on this path (every entry the relay
+    # forwards) the two function calls cost half as much as the check itself.
+    screened = document.translate(None, _NOT_SCREENED)
+    if len(screened) > _SCREEN_LIMIT:
+        violation = ijson.screen_closely(document, screened)
+        if violation is not None:
+            raise EnvelopeDecodeError(f"not a valid envelope: {violation}", reason=violation.rule)
     try:
         envelope = _decoder.decode(document)
     except _REFUSED:
@@ -130,8 +136,8 @@ def decode_envelope(payload: bytes | str, *, raw_data: bool = False) -> Envelope
 
 
 def _as_bytes(payload: bytes | str) -> bytes:
-    if isinstance(payload, bytes):
-        return payload
+    if isinstance(payload, bytes):  # a subclass of bytes
+        return bytes(payload)
     problem = ijson.text_problem("the envelope text", payload)
     if problem is not None:
         raise EnvelopeDecodeError(f"not a valid envelope: {problem}", reason=problem.rule)

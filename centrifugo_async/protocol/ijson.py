@@ -46,12 +46,15 @@ import msgspec
 
 __all__ = [
     "MAX_DEPTH",
+    "SCREENED",
+    "SCREEN_LIMIT",
     "Rule",
     "Unencodable",
     "Violation",
     "diagnose",
     "encode",
     "screen",
+    "screen_closely",
     "text_problem",
 ]
 
@@ -84,16 +87,16 @@ class Violation:
         return self.detail
 
 
-# A document with at most _DOCUMENT_DEPTH digits and opening brackets together
-# can be neither too deep nor hold an integer of _LONGEST_FINITE_INTEGER digits,
-# whatever its strings contain: one C pass (deleting those bytes) proves it for
-# most entries. The others are mapped to digits ("0"), openers ("[") and
-# separators (","), so that a long run of "0" means one long number.
-_SCREENED: Final = b"0123456789[{"
-_SCREEN_TABLE: Final = bytes(
-    ord("0") if b in b"0123456789" else ord("[") if b in b"[{" else ord(",") for b in range(256)
-)
-_SCREEN_DELETE: Final = bytes(b for b in range(256) if b not in b"0123456789[{,:]} \t\r\n")
+SCREENED: Final = b"0123456789[{"
+"""The bytes ``screen`` looks at first: digits and opening brackets."""
+
+SCREEN_LIMIT: Final = _DOCUMENT_DEPTH
+"""A document holding at most this many ``SCREENED`` bytes can be neither too deep
+nor hold an integer of ``_LONGEST_FINITE_INTEGER`` digits, whatever its strings
+contain: one C pass (``bytes.translate``) clears most entries."""
+
+_NOT_SCREENED: Final = bytes(b for b in range(256) if b not in SCREENED)
+_DIGITS_AS_ZERO: Final = bytes(ord("0") if b in b"0123456789" else ord(".") for b in range(256))
 _DIGIT_RUN: Final = b"0" * _LONGEST_FINITE_INTEGER
 
 _STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -109,14 +112,22 @@ def screen(document: bytes) -> Violation | None:
     Cheap for typical entries (one C pass); exact for the others. Run it before
     handing the bytes to any JSON decoder.
     """
-    if len(document) - len(document.translate(None, _SCREENED)) <= _DOCUMENT_DEPTH:
+    screened = document.translate(None, _NOT_SCREENED)
+    if len(screened) <= SCREEN_LIMIT:
         return None
-    kept = document.translate(_SCREEN_TABLE, _SCREEN_DELETE)
-    if kept.count(b"[") > _DOCUMENT_DEPTH:
+    return screen_closely(document, screened)
+
+
+def screen_closely(document: bytes, screened: bytes) -> Violation | None:
+    """``screen`` for a document whose ``SCREENED`` bytes its first pass did not clear."""
+    openers = screened.count(b"[") + screened.count(b"{")
+    if openers > _DOCUMENT_DEPTH:
         problem = _depth_problem(document)
         if problem is not None:
             return problem
-    if _DIGIT_RUN in kept:
+    if len(screened) - openers >= _LONGEST_FINITE_INTEGER and _DIGIT_RUN in document.translate(
+        _DIGITS_AS_ZERO
+    ):
         return _number_problem(document)
     return None
 
