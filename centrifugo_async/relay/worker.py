@@ -104,6 +104,8 @@ class ShardWorker:
         self._claim = client.register_script(CLAIM.source)
         self._ack = client.register_script(ACK.source)
         self.counts = _Counts()
+        self._last_internal_error: str | None = None
+        """The traceback of an ``internal`` dead letter is logged once per distinct error."""
 
     async def run(self) -> None:
         """Consume the shard until ``stop`` is set; raises only ``RelayFatalError``.
@@ -191,9 +193,16 @@ class ShardWorker:
         try:
             return self._decide(raw)
         except Exception as exc:
-            log.error("cannot prepare an entry shard=%d", self.shard, exc_info=True)
+            error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "cannot prepare an entry shard=%d error=%s",
+                self.shard,
+                error,
+                exc_info=error != self._last_internal_error,
+            )
+            self._last_internal_error = error
             item = _Item(raw, channel=channel_of(raw))
-            item.dead_letter = self._dead_letter(item, "internal", f"{type(exc).__name__}: {exc}")
+            item.dead_letter = self._dead_letter(item, "internal", error)
             return item
 
     def _decide(self, raw: bytes) -> _Item:

@@ -21,7 +21,7 @@ import msgspec
 import pytest
 import redis
 
-from centrifugo_async import AsyncPublisher, Keyspace, shard_for
+from centrifugo_async import AsyncPublisher, Keyspace, decode_envelope, shard_for
 from centrifugo_async.admin import iter_dead_letters
 from centrifugo_async.relay import RelaySettings, serve
 from centrifugo_async.relay import worker as worker_module
@@ -146,6 +146,7 @@ async def test_an_entry_that_breaks_the_relay_is_dead_lettered_as_internal(
     centrifugo: CentrifugoServer,
     publisher: AsyncPublisher,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A bug met while preparing one entry costs that entry, not the shard."""
     real = worker_module.publish_command
@@ -156,9 +157,11 @@ async def test_an_entry_that_breaks_the_relay_is_dead_lettered_as_internal(
         return real(channel, *args)
 
     monkeypatch.setattr(worker_module, "publish_command", publish_command)
+    caplog.set_level(logging.INFO, logger="centrifugo_async.relay")
     await publisher.publish("obj:internal", {"n": 1}, key=KEY, version=1)
     await publisher.publish("obj:poison", {"n": 2}, key=KEY, version=2)
     await publisher.publish("obj:internal", {"n": 3}, key=KEY, version=3)
+    await publisher.publish("obj:poison", {"n": 4}, key=KEY, version=4)
     async with (
         Subscriber(centrifugo.ws_url, ["obj:internal"]) as subscriber,
         relay_running(relay_settings),
@@ -168,11 +171,12 @@ async def test_an_entry_that_breaks_the_relay_is_dead_lettered_as_internal(
 
     assert [e["version"] for e in received] == [1, 3]
     client = redis.Redis.from_url(relay_settings.redis_url)
-    (entry,) = iter_dead_letters(client, Keyspace(shards=SHARDS))
-    assert entry.letter is not None
-    assert (entry.letter.reason, entry.letter.channel) == ("internal", "obj:poison")
-    assert entry.letter.error == "RuntimeError: no idea what to do with this one"
-    assert b'"channel":"obj:poison"' in entry.letter.original
+    letters = [e.letter for e in iter_dead_letters(client, Keyspace(shards=SHARDS))]
+    assert [(x.reason, x.channel) for x in letters if x] == [("internal", "obj:poison")] * 2
+    assert {x.error for x in letters if x} == {"RuntimeError: no idea what to do with this one"}
+    assert [decode_envelope(x.original).version for x in letters if x] == [2, 4]
+    failures = [r for r in caplog.records if r.getMessage().startswith("cannot prepare")]
+    assert [bool(r.exc_info) for r in failures] == [True, False], "one traceback per error"
 
 
 async def test_a_worker_that_crashes_is_restarted_and_logs_its_traceback_once(
