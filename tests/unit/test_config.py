@@ -330,15 +330,16 @@ def settings_reference() -> str:
         return "" if check is None else check.describe()
 
     rows = [
-        "| TOML key | environment | flag | default | allowed | meaning |",
-        "|---|---|---|---|---|---|",
+        "| TOML key, environment, flag | default | allowed | meaning |",
+        "|---|---|---|---|",
     ]
     for s in SETTINGS:
         key = f"`{s.toml}`" if "." in s.toml else f"`[{s.toml}]`"
         flag = f"`{s.flag}` / `--no-{s.flag[2:]}`" if s.type is bool else f"`{s.flag}`"
         default = s.shown_default if s.shown_default in ("none", "required") else None
         default = default or f"`{s.shown_default}`"
-        rows.append(f"| {key} | `{s.env}` | {flag} | {default} | {allowed(s.check)} | {s.help} |")
+        names = f"{key}<br>`{s.env}`<br>{flag}"
+        rows.append(f"| {names} | {default} | {allowed(s.check)} | {s.help} |")
     return "\n".join(rows)
 
 
