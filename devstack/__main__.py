@@ -26,9 +26,7 @@ def main() -> None:
     up.add_argument("--centrifugo-port", type=int, default=0, help="0 picks a free port")
     up.add_argument("--relay", action="store_true", help="also run the relay")
     up.add_argument("--shards", type=int, default=16)
-    up.add_argument(
-        "--postgres", action="store_true", help="also run a private PostgreSQL cluster"
-    )
+    up.add_argument("--postgres", action="store_true", help="also run a private PostgreSQL cluster")
     up.add_argument("--until-stdin-closes", action="store_true")
     args = parser.parse_args()
 
