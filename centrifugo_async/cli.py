@@ -494,13 +494,18 @@ def dlq_purge(
 
 _DSN_ENV = "CENTRIFUGO_ASYNC_OUTBOX_DSN"
 
-dsn_option = click.option(
-    "--dsn",
-    envvar=_DSN_ENV,
-    show_envvar=True,
-    required=True,
-    help="PostgreSQL connection string of the database holding the outbox.",
-)
+
+def _dsn_option(*, required: bool = True) -> Callable[[F], F]:
+    return click.option(
+        "--dsn",
+        envvar=_DSN_ENV,
+        show_envvar=True,
+        required=required,
+        help="PostgreSQL connection string of the database holding the outbox.",
+    )
+
+
+dsn_option = _dsn_option()
 table_option = click.option(
     "--table",
     default="centrifugo_outbox",
@@ -544,7 +549,7 @@ def outbox_group() -> None:
 
 
 @outbox_group.command("init")
-@dsn_option
+@_dsn_option(required=False)
 @table_option
 @click.option("--print", "print_only", is_flag=True, help="Print the SQL; change nothing.")
 @_postgres_errors
@@ -560,9 +565,11 @@ def outbox_init(dsn: str | None, table: str, print_only: bool) -> None:
     if print_only:
         click.echo(schema_sql(outbox_table), nl=False)
         return
+    if not dsn:
+        raise click.UsageError(f"Missing option '--dsn' (env var: '{_DSN_ENV}').")
     import psycopg
 
-    with psycopg.connect(dsn or "", connect_timeout=10) as conn:
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
         created = init_schema(conn, outbox_table)
     state = "created" if created else "already there, checked"
     click.echo(f"outbox table {table!r}: schema version 1 {state}")

@@ -4,6 +4,7 @@ Not part of the published package: it starts real servers on loopback, each in a
 temporary directory, on free ports unless told otherwise.
 """
 
+from .forwarder import ForwarderProcess
 from .postgres import PostgresServer, find_postgres_bindir
 from .process import ChildProcess, stop_together
 from .services import (
@@ -20,6 +21,7 @@ __all__ = [
     "DEV_API_KEY",
     "CentrifugoServer",
     "ChildProcess",
+    "ForwarderProcess",
     "PostgresServer",
     "RedisCluster",
     "RedisServer",

@@ -310,12 +310,18 @@ class Forwarder:
                 log.debug("listen connection lost error=%s retry_in=%.2fs", exc, attempt.delay)
 
 
-async def forward(settings: ForwarderSettings, *, stop: asyncio.Event) -> int:
+async def forward(
+    settings: ForwarderSettings,
+    *,
+    stop: asyncio.Event,
+    metrics: ForwarderMetrics | None = None,
+) -> int:
     """Run one forwarder until ``stop`` is set; returns how many rows it forwarded.
 
     Serves ``/metrics`` and ``/health`` on ``metrics_port`` unless it is 0.
+    ``metrics`` lets an embedding application (or a test) read the counters.
     """
-    metrics = ForwarderMetrics()
+    metrics = metrics or ForwarderMetrics()
     health = ForwarderHealth(settings.forwarder_id)
     redis_client = async_client(settings.redis_url, cluster=settings.redis_cluster)
     forwarder = Forwarder(settings, redis_client, metrics, health)
