@@ -10,12 +10,12 @@ the data folder is handed to an unprivileged user (``nobody`` unless
 
 from __future__ import annotations
 
-import itertools
 import os
 import pwd
 import re
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 from signal import SIGINT
 from typing import Any, Self
@@ -82,7 +82,6 @@ class PostgresServer(_Server):
         self.bindir = find_postgres_bindir()
         self.data_dir = self.workdir / "data"
         self._user = self._unprivileged_user()
-        self._databases = itertools.count(1)
 
     @staticmethod
     def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -172,7 +171,7 @@ class PostgresServer(_Server):
         import psycopg
         from psycopg import sql
 
-        name = name or f"test_{os.getpid()}_{next(self._databases)}"
+        name = name or f"test_{uuid.uuid4().hex[:16]}"
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.dsn_for(name)

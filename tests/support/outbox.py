@@ -25,8 +25,17 @@ from tests.support.subscriber import Subscriber
 CHANNELS = [f"obj:outbox-{n}" for n in range(10)]
 
 
-def key_of(obj: int) -> str:
-    return f"object-{obj}"
+def namespace(dsn: str) -> str:
+    """The test's database name: part of every key, so no two tests share a key.
+
+    Centrifugo drops a publication whose idempotency key (channel, key, version)
+    it saw within five minutes, and every test publishes versions 1, 2, ...
+    """
+    return dsn.rsplit("/", 1)[1]
+
+
+def key_of(obj: int, space: str) -> str:
+    return f"{space}-object-{obj}"
 
 
 def channel_of(obj: int) -> str:
@@ -48,7 +57,7 @@ def committed_versions(dsn: str) -> dict[str, int]:
     """Each object's version as committed: every version up to it must be delivered."""
     with psycopg.connect(dsn) as conn:
         rows = conn.execute("SELECT id, version FROM objects").fetchall()
-    return {key_of(obj): int(version) for obj, version in rows}
+    return {key_of(obj, namespace(dsn)): int(version) for obj, version in rows}
 
 
 def outbox_rows(dsn: str) -> int:
@@ -58,7 +67,7 @@ def outbox_rows(dsn: str) -> int:
 
 
 async def update_and_publish(
-    conn: psycopg.AsyncConnection[Any], obj: int, *, roll_back: bool = False
+    conn: psycopg.AsyncConnection[Any], obj: int, space: str, *, roll_back: bool = False
 ) -> int:
     """One application transaction: bump the object's version and publish it."""
 
@@ -75,7 +84,7 @@ async def update_and_publish(
             version = int(row[0])
             data = {"rolled_back": roll_back, "version": version}
             await outbox.publish_async(
-                conn, channel_of(obj), data, key=key_of(obj), version=version
+                conn, channel_of(obj), data, key=key_of(obj, space), version=version
             )
             if roll_back:
                 raise RolledBack
@@ -106,7 +115,8 @@ async def writer(
                 if conn is None or conn.closed:
                     conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=5)
                 roll_back = rollback_every > 0 and done % rollback_every == rollback_every - 1
-                await update_and_publish(conn, rng.randrange(objects), roll_back=roll_back)
+                obj = rng.randrange(objects)
+                await update_and_publish(conn, obj, namespace(dsn), roll_back=roll_back)
                 done += 1
             except psycopg.OperationalError:
                 if not retry_outages:
