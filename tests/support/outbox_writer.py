@@ -42,14 +42,13 @@ def main() -> None:
                 assert row is not None
                 version = int(row[0])
                 data = {"version": version}
+                key = key_of(obj, space)
                 if args.mode == "outbox":
-                    outbox.publish(
-                        conn, channel_of(obj), data, key=key_of(obj, space), version=version
-                    )
+                    outbox.publish(conn, channel_of(obj), data, key=key, version=version)
             if last:
                 os.kill(os.getpid(), signal.SIGKILL)  # right after the commit
             if args.mode == "direct":
-                publisher.publish(channel_of(obj), data, key=key_of(obj, space), version=version)
+                publisher.publish(channel_of(obj), data, key=key, version=version)
 
 
 if __name__ == "__main__":
