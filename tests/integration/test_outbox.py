@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import psycopg
@@ -17,6 +21,8 @@ from centrifugo_async import outbox as ob
 from centrifugo_async.cli import main
 from centrifugo_async.outbox import sqlalchemy as ob_sa
 from centrifugo_async.protocol import decode_envelope
+from devstack import free_port
+from tests.support.outbox import metric_value, running_forwarder
 
 pytestmark = pytest.mark.postgres
 
@@ -196,3 +202,49 @@ def test_cli_errors_are_one_clear_line(postgres_dsn: str) -> None:
     assert unreachable.exit_code == 1 and "PostgreSQL:" in unreachable.output
     no_dsn = runner.invoke(main, ["outbox", "init"], env={"CENTRIFUGO_ASYNC_OUTBOX_DSN": ""})
     assert no_dsn.exit_code == 2 and "--dsn" in no_dsn.output
+
+
+async def test_forwarder_serves_health_and_metrics_and_shows_in_stats(
+    dsn: str, redis_url: str
+) -> None:
+    port = free_port()
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        ob.publish_many(conn, [Message("obj:o", 1, f"k{i}", 1) for i in range(30)])
+    async with running_forwarder(
+        dsn, redis_url, metrics_port=port, forwarder_id="fwd-under-test"
+    ) as metrics:
+
+        def ready() -> bool:
+            forwarded = metric_value(metrics, "centrifugo_async_outbox_forwarded_total")
+            return bool(get(port, "/health")["owned_lanes"] == 16 and forwarded == 30)
+
+        await asyncio.to_thread(poll, ready, 20)
+        health = await asyncio.to_thread(get, port, "/health")
+        assert health["status"] == "ok", health
+        text_metrics = await asyncio.to_thread(get_text, port, "/metrics")
+        assert "centrifugo_async_outbox_forwarded_total 30.0" in text_metrics
+        result = CliRunner().invoke(main, ["outbox", "stats", "--dsn", dsn, "--json"])
+        body = json.loads(result.output)
+        assert body["rows"] == 0
+        assert {lane["owner"] for lane in body["lanes"]} == {"fwd-under-test"}
+        assert len(body["lanes"]) == 16
+
+
+def get_text(port: int, path: str) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
+            return str(reply.read().decode())
+    except urllib.error.HTTPError as exc:
+        return str(exc.read().decode())
+
+
+def get(port: int, path: str) -> dict[str, Any]:
+    return dict(json.loads(get_text(port, path)))
+
+
+def poll(condition: Any, within: float) -> None:
+    """Ask ``condition()`` every 100 ms until it is true (a thread: it does blocking I/O)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
