@@ -216,7 +216,11 @@ async def test_forwarder_serves_health_and_metrics_and_shows_in_stats(
 
         def ready() -> bool:
             forwarded = metric_value(metrics, "centrifugo_async_outbox_forwarded_total")
-            return bool(get(port, "/health")["owned_lanes"] == 16 and forwarded == 30)
+            try:
+                owned = get(port, "/health")["owned_lanes"]
+            except urllib.error.URLError:
+                return False  # not serving yet
+            return bool(owned == 16 and forwarded == 30)
 
         await asyncio.to_thread(poll, ready, 20)
         health = await asyncio.to_thread(get, port, "/health")
