@@ -181,8 +181,8 @@ class Forwarder:
                 full = await self._sweep(conn) if self.owned else False
             except TopologyMismatch as exc:
                 self.metrics.retried.labels("topology").inc()
-                await self._adopt_recorded_count(exc)
-                full = False
+                with contextlib.suppress(QueueUnavailable):
+                    await self._adopt_recorded_count(exc)
                 await wait_for_event(stop, self._backoff.delay(0))
                 continue
             except QueueUnavailable as exc:
