@@ -486,3 +486,219 @@ def dlq_purge(
         client, _keyspace(client, prefix), channel=channel, error=error
     )
     click.echo(f"purged {removed} dead letters")
+
+
+# --- the transactional outbox (PostgreSQL) -------------------------------------------
+# psycopg is imported inside the commands: the rest of the tool works without the
+# `outbox` extra.
+
+_DSN_ENV = "CENTRIFUGO_ASYNC_OUTBOX_DSN"
+
+
+def _dsn_option(*, required: bool = True) -> Callable[[F], F]:
+    return click.option(
+        "--dsn",
+        envvar=_DSN_ENV,
+        show_envvar=True,
+        required=required,
+        help="PostgreSQL connection string of the database holding the outbox.",
+    )
+
+
+dsn_option = _dsn_option()
+table_option = click.option(
+    "--table",
+    default="centrifugo_outbox",
+    show_default=True,
+    help="The outbox table, optionally schema-qualified (app.centrifugo_outbox).",
+)
+
+
+def _postgres_errors(func: F) -> F:
+    """Report PostgreSQL errors (and a missing psycopg) as one line."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            import psycopg
+        except ImportError:
+            raise click.ClickException(
+                "the outbox needs psycopg: pip install 'centrifugo-async[outbox]'"
+            ) from None
+        try:
+            return func(*args, **kwargs)
+        except psycopg.Error as exc:
+            raise click.ClickException(f"PostgreSQL: {str(exc).strip()}") from None
+
+    return _friendly_errors(wrapper)  # type: ignore[return-value]
+
+
+def _dsn_password(dsn: str) -> list[str]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+    except Exception:
+        return []
+    return [str(password)] if password else []
+
+
+@main.group("outbox")
+def outbox_group() -> None:
+    """The transactional outbox: create its table, forward its rows, watch its backlog."""
+
+
+@outbox_group.command("init")
+@_dsn_option(required=False)
+@table_option
+@click.option("--print", "print_only", is_flag=True, help="Print the SQL; change nothing.")
+@_postgres_errors
+def outbox_init(dsn: str | None, table: str, print_only: bool) -> None:
+    """Create the outbox table, its index, trigger and version table (idempotent).
+
+    With --print, the SQL is shown instead, for teams that run migrations themselves
+    (then --dsn is not needed).
+    """
+    from .outbox import OutboxTable, init_schema, schema_sql
+
+    outbox_table = OutboxTable(table)
+    if print_only:
+        click.echo(schema_sql(outbox_table), nl=False)
+        return
+    if not dsn:
+        raise click.UsageError(f"Missing option '--dsn' (env var: '{_DSN_ENV}').")
+    import psycopg
+
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        created = init_schema(conn, outbox_table)
+    state = "created" if created else "already there, checked"
+    click.echo(f"outbox table {table!r}: schema version 1 {state}")
+
+
+@outbox_group.command("forward")
+@dsn_option
+@redis_options
+@prefix_option
+@table_option
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 4096),
+    help="Shard count to record if Redis records none (default: as recorded, else 16).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Most rows taken from one lane per sweep.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="Seconds between sweeps when no NOTIFY arrives.",
+)
+@click.option(
+    "--claim-interval",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    help="Seconds between looks for free lanes (a stopped forwarder's, new ones).",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=9109,
+    show_default=True,
+    help="Port of /metrics and /health; 0 disables them.",
+)
+@click.option("--forwarder-id", help="Name in logs and `outbox stats` (default host:pid:random).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+@click.option(
+    "--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True
+)
+@_postgres_errors
+def outbox_forward(
+    dsn: str,
+    redis: RedisTarget,
+    prefix: str,
+    table: str,
+    shards: int | None,
+    batch: int,
+    poll_interval: float,
+    claim_interval: float,
+    metrics_host: str,
+    metrics_port: int,
+    forwarder_id: str | None,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Move committed outbox rows into the shard lists, until SIGTERM/SIGINT."""
+    from .outbox.forwarder import forward
+    from .outbox.settings import ForwarderSettings
+
+    options: dict[str, Any] = {"forwarder_id": forwarder_id} if forwarder_id else {}
+    settings = ForwarderSettings(
+        dsn=dsn,
+        redis_url=redis.url,
+        redis_cluster=redis.cluster,
+        prefix=prefix,
+        table=table,
+        shards=shards,
+        batch=batch,
+        poll_interval=poll_interval,
+        claim_interval=claim_interval,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
+        **options,
+    )
+    configure_logging(log_level, log_format, [*secrets_of("", redis.url)[1:], *_dsn_password(dsn)])
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await forward(settings, stop=stop)
+
+    asyncio.run(run())
+
+
+@outbox_group.command("stats")
+@dsn_option
+@table_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_postgres_errors
+def outbox_stats(dsn: str, table: str, as_json: bool) -> None:
+    """Per lane: rows waiting in the outbox, the oldest row's age, the owning forwarder."""
+    import psycopg
+
+    from .outbox import OutboxTable, check_schema
+    from .outbox.stats import lane_backlog
+
+    outbox_table = OutboxTable(table)
+    with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
+        check_schema(conn, outbox_table)
+        lanes = lane_backlog(conn, outbox_table)
+    total = sum(lane.rows for lane in lanes)
+    oldest = max((lane.oldest_age_ms or 0 for lane in lanes), default=0)
+    if as_json:
+        body = {"rows": total, "oldest_age_ms": oldest, "lanes": [attrs.asdict(x) for x in lanes]}
+        click.echo(json.dumps(body, indent=2))
+        return
+    click.echo(f"{'lane':>5} {'rows':>9} {'oldest':>8}  owner")
+    for lane in lanes:
+        age = "-" if lane.oldest_age_ms is None else _duration(lane.oldest_age_ms)
+        click.echo(f"{lane.lane:>5} {lane.rows:>9} {age:>8}  {lane.owner or '-'}")
+    owners = sorted({lane.owner for lane in lanes if lane.owner})
+    click.echo(
+        f"total rows={total} oldest={_duration(oldest) if total else '-'} "
+        f"forwarders ({len(owners)}): {', '.join(owners) or 'none'}"
+    )

@@ -8,6 +8,9 @@
     ├── TopologyNotRecorded         no shard count is recorded for the prefix yet
     ├── ReshardRefused              a reshard could not drain its shards in time; nothing changed
     ├── QueueUnavailable            Redis could not be reached or failed the command
+    ├── OutboxError                 the transactional outbox (PostgreSQL) was misused
+    │   ├── NotInTransaction        publish() outside a transaction: the row would commit alone
+    │   └── OutboxSchemaError       the outbox table is missing or of an unknown schema version
     ├── ConfigError                 bad relay configuration (names the key and its source)
     │   └── InvalidSetting          one setting's value is not allowed (``field`` names it)
     └── RelayFatalError             the relay cannot go on and must stop (exit non-zero)
@@ -27,6 +30,9 @@ __all__ = [
     "EnvelopeDecodeError",
     "InvalidMessage",
     "InvalidSetting",
+    "NotInTransaction",
+    "OutboxError",
+    "OutboxSchemaError",
     "PayloadTooLarge",
     "QueueUnavailable",
     "RelayFatalError",
@@ -82,6 +88,23 @@ class QueueUnavailable(CentrifugoAsyncError):
     Publishing is a single atomic script call, so when this is raised the message
     was either fully enqueued or not at all; with a timeout the outcome is unknown.
     """
+
+
+class OutboxError(CentrifugoAsyncError):
+    """The transactional outbox cannot do what was asked (see its subclasses)."""
+
+
+class NotInTransaction(OutboxError):
+    """``outbox.publish`` was called on a connection that is not in a transaction.
+
+    In autocommit mode outside ``with conn.transaction()`` the outbox row would
+    commit on its own, apart from the change it announces: exactly the window
+    the outbox exists to close.
+    """
+
+
+class OutboxSchemaError(OutboxError):
+    """The outbox table does not exist, or its schema version is newer than this release."""
 
 
 class ConfigError(CentrifugoAsyncError, ValueError):

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Redis and a real Centrifugo on loopback for the session."""
+"""Shared fixtures: a real Redis, Centrifugo and PostgreSQL on loopback for the session."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from centrifugo_async.relay import RelaySettings, serve
-from devstack import DEV_API_KEY, CentrifugoServer, RedisServer
+from devstack import DEV_API_KEY, CentrifugoServer, PostgresServer, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +22,20 @@ def redis_server() -> Iterator[RedisServer]:
 def centrifugo() -> Iterator[CentrifugoServer]:
     with CentrifugoServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster (initdb into a temporary folder) for the session."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """The DSN of a fresh, empty database of the session's cluster."""
+    postgres_server.start()
+    return postgres_server.create_database()
 
 
 @pytest.fixture

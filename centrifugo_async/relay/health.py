@@ -1,29 +1,25 @@
-"""``/health`` and ``/metrics`` on one small HTTP server, plus the sampler that feeds them.
+"""``/health`` and ``/metrics`` (the shared ``StatusServer``), plus the sampler that feeds them.
 
 The sampler runs in the relay's event loop every few seconds: it pings Redis,
 probes Centrifugo with an empty batch, and reads depth, in-flight count and lag
 of the shards this relay owns into the gauges. ``/health`` answers from the last
 sample (200 or 503 with the problems listed), so a health check never waits on
-Redis or Centrifugo itself. The server runs in a daemon thread and binds to
-127.0.0.1 unless told otherwise.
+Redis or Centrifugo itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import attrs
 import redis.exceptions
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .._clock import now_ms
 from .._retry import wait_for_event
+from .._status_server import StatusServer
 from ..connection import AsyncRedisClient
 from ..exceptions import RelayFatalError
 from ..protocol.keys import Keyspace
@@ -156,50 +152,8 @@ class Sampler:
         return probe.read(await pipe.execute())
 
 
-class HealthServer:
-    """Serves ``GET /metrics`` (Prometheus text) and ``GET /health`` (JSON)."""
+class HealthServer(StatusServer):
+    """Serves ``GET /metrics`` (Prometheus text) and ``GET /health`` (JSON) for the relay."""
 
     def __init__(self, host: str, port: int, metrics: RelayMetrics, state: HealthState) -> None:
-        handler = _handler(metrics, state)
-        try:
-            self._server = ThreadingHTTPServer((host, port), handler)
-        except OSError as exc:
-            raise RelayFatalError(
-                f"cannot serve metrics on {host}:{port}: {exc.strerror} "
-                "(choose another --metrics-port, or 0 to disable)"
-            ) from None
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        log.info("serving /metrics and /health port=%d", self.port)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _handler(metrics: RelayMetrics, state: HealthState) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
-            elif self.path == "/health":
-                healthy, body = state.report()
-                self._send(200 if healthy else 503, "application/json", json.dumps(body).encode())
-            else:
-                self._send(404, "text/plain", b"not found\n")
-
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # scrapes every few seconds would drown the relay's own log
-
-    return Handler
+        super().__init__(host, port, metrics.registry, state.report, log)
