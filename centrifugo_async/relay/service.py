@@ -26,10 +26,10 @@ import redis.exceptions
 from .._retry import Backoff, wait_for_event
 from ..connection import AsyncRedisClient, async_client
 from ..exceptions import QueueUnavailable, RelayFatalError, TopologyMismatch
+from ..logs import mask_url
 from ..protocol import topology
 from ..protocol.keys import Keyspace
 from .api import CentrifugoAPI, Verdict, open_transport
-from .config import mask_url
 from .health import HealthServer, HealthState, Sampler
 from .lease import RELEASE_TIMEOUT, LeaseKeeper
 from .metrics import RelayMetrics
@@ -201,11 +201,11 @@ async def _check_centrifugo(
             return
         if time.monotonic() > deadline:
             raise RelayFatalError(
-                f"Centrifugo API at {settings.api_url} is not answering: {result.reason}"
+                f"Centrifugo API at {mask_url(settings.api_url)} is not answering: {result.reason}"
             )
         log.warning(
             "waiting for Centrifugo url=%s reason=%s retry_in=%.2fs",
-            settings.api_url,
+            mask_url(settings.api_url),
             result.reason,
             attempt.delay,
         )
@@ -241,7 +241,7 @@ async def _run(
         settings.relay_id,
         keyspace.shards,
         keyspace.prefix,
-        settings.api_url,
+        mask_url(settings.api_url),
     )
     keeper = asyncio.create_task(leases.run(cycle), name="lease-keeper")
     sampling = asyncio.create_task(sampler.run(cycle), name="health-sampler")
