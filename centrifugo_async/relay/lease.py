@@ -72,6 +72,8 @@ class LeaseKeeper:
         self._heartbeat_script = client.register_script(HEARTBEAT.source)
         self._join_refused = False
         self.members: list[str] = [owner]
+        self.ticked = asyncio.Event()
+        """Set once the first round of renewals and acquisitions ended (well or not)."""
 
     # What workers ask.
 
@@ -211,6 +213,7 @@ class LeaseKeeper:
                 await self.tick()
             except redis.exceptions.RedisError as exc:
                 log.warning("lease renewal failed relay=%s error=%s", self.owner, exc)
+            self.ticked.set()
             await wait_for_event(stop, self.ttl / 3)
 
     async def release_all(self) -> None:

@@ -85,10 +85,16 @@ async def serve(
     """
     stop = stop or asyncio.Event()
     metrics = metrics or RelayMetrics()
-    health = HealthState(settings.relay_id)
+    health = HealthState(settings.relay_id, settings.lease_renew_interval)
     server = None
     if settings.metrics_port:
-        server = HealthServer(settings.metrics_host, settings.metrics_port, metrics, health)
+        server = HealthServer(
+            settings.metrics_host,
+            settings.metrics_port,
+            metrics,
+            health,
+            asyncio.get_running_loop(),
+        )
         server.start()
     client = async_client(settings.redis_url, cluster=settings.redis_cluster)
     if transport is None:
