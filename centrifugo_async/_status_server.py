@@ -1,13 +1,18 @@
-"""``GET /metrics`` and ``GET /health`` on one small HTTP server in a daemon thread.
+"""``GET /metrics``, ``GET /health`` and ``GET /livez`` on one small HTTP server in a daemon thread.
 
 Shared by the long-running services (the relay, the outbox forwarder): each
 keeps its own Prometheus registry and answers ``/health`` from a ``report``
 callable that reads its last sample, so a health check never waits on Redis,
-PostgreSQL or Centrifugo itself. Binds to 127.0.0.1 unless told otherwise.
+PostgreSQL or Centrifugo itself. ``/livez`` asks only whether the service's
+event loop still runs callbacks, for a liveness probe: a service waiting for
+Redis or Centrifugo is alive, one whose loop is stuck is not. Binds to
+127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import logging
 import threading
@@ -19,14 +24,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from .exceptions import RelayFatalError
 
-__all__ = ["HealthReport", "StatusServer"]
+__all__ = ["LIVENESS_TIMEOUT", "HealthReport", "StatusServer", "loop_responds"]
+
+LIVENESS_TIMEOUT = 2.0
+"""Seconds ``/livez`` waits for the event loop to run a callback before it answers 503."""
 
 HealthReport = Callable[[], tuple[bool, dict[str, Any]]]
 """Returns (healthy, JSON body): 200 when healthy, 503 otherwise."""
 
 
 class StatusServer:
-    """Serves ``GET /metrics`` (Prometheus text) and ``GET /health`` (JSON)."""
+    """Serves ``GET /metrics`` (Prometheus text), ``GET /health`` (JSON) and, given the
+    service's event ``loop``, ``GET /livez``."""
 
     def __init__(
         self,
@@ -35,8 +44,10 @@ class StatusServer:
         registry: CollectorRegistry,
         report: HealthReport,
         log: logging.Logger,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        handler = _handler(registry, report)
+        handler = _handler(registry, report, loop)
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
@@ -51,14 +62,29 @@ class StatusServer:
 
     def start(self) -> None:
         self._thread.start()
-        self._log.info("serving /metrics and /health port=%d", self.port)
+        self._log.info("serving /metrics, /health and /livez port=%d", self.port)
 
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
 
 
-def _handler(registry: CollectorRegistry, report: HealthReport) -> type[BaseHTTPRequestHandler]:
+def loop_responds(loop: asyncio.AbstractEventLoop, timeout: float = LIVENESS_TIMEOUT) -> bool:
+    """Whether ``loop`` runs a callback within ``timeout`` (call from another thread)."""
+    ran: concurrent.futures.Future[None] = concurrent.futures.Future()
+    try:
+        loop.call_soon_threadsafe(ran.set_result, None)
+        ran.result(timeout)
+    except (RuntimeError, TimeoutError):  # the loop is closed, or it did not get to it
+        return False
+    return True
+
+
+def _handler(
+    registry: CollectorRegistry,
+    report: HealthReport,
+    loop: asyncio.AbstractEventLoop | None,
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/metrics":
@@ -66,6 +92,11 @@ def _handler(registry: CollectorRegistry, report: HealthReport) -> type[BaseHTTP
             elif self.path == "/health":
                 healthy, body = report()
                 self._send(200 if healthy else 503, "application/json", json.dumps(body).encode())
+            elif self.path == "/livez" and loop is not None:
+                if loop_responds(loop):
+                    self._send(200, "text/plain", b"ok\n")
+                else:
+                    self._send(503, "text/plain", b"event loop not responding\n")
             else:
                 self._send(404, "text/plain", b"not found\n")
 

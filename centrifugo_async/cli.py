@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -186,12 +187,18 @@ def _relay_options(func: F) -> F:
 @_friendly_errors
 def relay(config_file: str | None, **flags: Any) -> None:
     """Move queued envelopes into Centrifugo, in order per key, until SIGTERM/SIGINT."""
-    settings, _ = config.load_settings(config_file, os.environ, flags)
+    settings, origin = config.load_settings(config_file, os.environ, flags)
     configure_logging(
         settings.log_level,
         settings.log_format,
-        secrets_of(settings.api_key, settings.redis_url),
+        secrets_of(settings.api_key, settings.redis_url, settings.api_url),
     )
+    for flag in config.exposed_on_command_line(settings, origin):
+        logging.getLogger("centrifugo_async.relay").warning(
+            "%s carries a secret every local user can read (ps): use the environment, "
+            "the config file or --api-key-file instead",
+            flag,
+        )
     asyncio.run(_serve_until_signalled(settings))
 
 
@@ -215,6 +222,8 @@ def config_check(config_file: str | None, **flags: Any) -> None:
     """Validate the configuration and print the effective values (secrets masked)."""
     settings, origin = config.load_settings(config_file, os.environ, flags)
     click.echo(config.describe(settings, origin), nl=False)
+    for flag in config.exposed_on_command_line(settings, origin):
+        click.echo(f"# warning: {flag} carries a secret every local user can read (ps)", err=True)
     click.echo("# configuration is valid", err=True)
 
 

@@ -339,7 +339,12 @@ async def forward(
     server = None
     if settings.metrics_port:
         server = StatusServer(
-            settings.metrics_host, settings.metrics_port, metrics.registry, health.report, log
+            settings.metrics_host,
+            settings.metrics_port,
+            metrics.registry,
+            health.report,
+            log,
+            loop=asyncio.get_running_loop(),
         )
         server.start()
     helpers = [

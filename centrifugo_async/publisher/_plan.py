@@ -74,12 +74,20 @@ class EnqueuePlan:
         ]
 
 
-def plan(messages: Iterable[Message], keyspace: Keyspace, max_payload_bytes: int) -> EnqueuePlan:
+def plan(
+    messages: Iterable[Message],
+    keyspace: Keyspace,
+    max_payload_bytes: int,
+    *,
+    created_ms: int | None = None,
+) -> EnqueuePlan:
     """Validate and encode every message, then group them by shard.
 
-    Everything that can fail on bad input fails here, before any I/O.
+    Everything that can fail on bad input fails here, before any I/O. The
+    envelopes' ``ts`` is now, unless ``created_ms`` gives it (a dead-letter
+    replay keeps the original, so that ``ttl_ms`` still bounds lateness).
     """
-    created_ms = now_ms()
+    created_ms = now_ms() if created_ms is None else created_ms
     groups: dict[int, ScriptCall] = {}
     calls: list[ScriptCall] = []
     for message in messages:

@@ -28,6 +28,7 @@ from tests.support.fake_centrifugo import (
     FakeCentrifugo,
     GarbageStatusLine,
     Hang,
+    LongBody,
     Raw,
     ReplyErrors,
     Request,
@@ -100,6 +101,17 @@ async def test_server_and_network_errors_are_retried_without_loss_or_reordering(
     await relay_through(settings, fake, expected=300)
     assert versions(fake) == list(range(1, 301))
     assert len(fake.batches) >= 5
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_an_over_long_reply_is_retried_not_read_to_its_end(
+    settings: RelaySettings, fake: FakeCentrifugo, framing: str
+) -> None:
+    publish(settings.redis_url, 20)
+    fake.script(LongBody(4 * 1024 * 1024, framing))
+    await relay_through(settings, fake, expected=20)
+    assert versions(fake) == list(range(1, 21))
+    assert len(fake.batches) == 2
 
 
 async def test_code_100_is_retried_and_other_codes_are_dead_lettered(
