@@ -22,7 +22,7 @@ from .protocol.envelope import decode_envelope
 from .protocol.keys import Keyspace
 from .protocol.probe import ShardStatus, plan_status
 from .protocol.scripts import SEAL_SHARD
-from .publisher import Publisher
+from .publisher import Message, Publisher
 
 __all__ = [
     "DeadLetterEntry",
@@ -188,9 +188,9 @@ def replay_dead_letters(
     """Publish matching dead letters again, then remove them from the dead-letter list.
 
     A replayed envelope is enqueued anew (a fresh ``seq`` and ``ts``) with its
-    original channel, key, version, data and options. Subscribers' version gates
-    drop it if a newer version was delivered meanwhile. Entries that are not
-    valid envelopes cannot be replayed and stay where they are.
+    original channel, key, version, data and options (a delete stays a delete).
+    Subscribers' version gates drop it if a newer version was delivered meanwhile.
+    Entries that are not valid envelopes cannot be replayed and stay where they are.
     """
     report = ReplayReport()
     publisher = Publisher(client, shards=keyspace.shards, prefix=keyspace.prefix)
@@ -205,14 +205,19 @@ def replay_dead_letters(
             report.skipped.append(f"shard {entry.shard}: cannot replay: {exc}")
             continue
         if not dry_run:
-            publisher.publish(
-                env.channel,
-                env.data,
-                key=env.key,
-                version=env.version,
-                tags=env.tags,
-                idempotency_key=env.idempotency_key,
-                ttl_ms=env.ttl_ms,
+            publisher.publish_many(
+                [
+                    Message(
+                        env.channel,
+                        env.data,
+                        env.key,
+                        env.version,
+                        env.tags,
+                        env.idempotency_key,
+                        env.ttl_ms,
+                        deleted=env.deleted,
+                    )
+                ]
             )
             client.lrem(keyspace.shard(entry.shard).dlq, 1, entry.raw)  # type: ignore[arg-type]
         report.replayed += 1

@@ -104,6 +104,7 @@ def _draft(message: Message, shards: int, now_ms: int) -> Envelope[Any]:
         tags=dict(message.tags) if message.tags is not None else None,
         idempotency_key=message.idempotency_key,
         ttl_ms=message.ttl_ms,
+        deleted=message.deleted,
     )
 
 
