@@ -188,6 +188,7 @@ class _Session:
         self.skipping = False
         self.load_task: asyncio.Future[LoadResult] | None = None
         self.publications = 0
+        self.covered = 0  # the next publications queued are in the snapshot being loaded
         self.loads = 0
         self.reloading: dict[str, _KeyReload] = {}
 
@@ -629,7 +630,7 @@ class SyncedSubscription:
                 kept.append(item)
             elif isinstance(item, _SyncRequest):
                 session.pending_syncs -= 1
-        session.publications = 0
+        session.publications = session.covered = 0
         for reload in session.reloading.values():
             reload.held.clear()
         self._request_sync("buffer-overflow")
@@ -680,7 +681,9 @@ class SyncedSubscription:
                     await self._apply_fetched(session, item)
                 else:
                     session.publications -= 1
-                    if not session.skipping:
+                    if session.covered > 0:
+                        session.covered -= 1
+                    elif not session.skipping:
                         await self._deliver(session, item)
             except Exception as exc:  # a bug here must not stop the updates
                 await self._report(exc, "worker")
@@ -713,6 +716,10 @@ class SyncedSubscription:
         async for _ in self._load_backoff.attempts(session.superseded):
             if self._session is not session:
                 return False
+            # What is queued now arrived before this call: the snapshot, read after
+            # it, has it. Replayed after it, an update of an object the snapshot no
+            # longer lists (deleted) would bring it back.
+            session.covered = session.publications
             task: asyncio.Future[LoadResult] = asyncio.ensure_future(self._load())
             session.load_task = task
             try:

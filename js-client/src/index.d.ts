@@ -136,7 +136,9 @@ export interface UnsubscribedLike {
 /**
  * The part of a centrifuge-js stream `Subscription` the helper uses. A map or
  * shared-poll subscription (`newMapSubscription`, `newSharedPollSubscription`)
- * does not fit: it never emits 'publication', so the helper would do nothing.
+ * does not fit: it keeps its own state (a 'sync' snapshot, then key changes
+ * and removals as map entries, not envelopes), so the helper would miss the
+ * state and take the changes for malformed envelopes.
  */
 export interface SubscriptionLike {
   state?: string

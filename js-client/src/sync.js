@@ -33,7 +33,8 @@ export function syncSubscription(subscription, {
   unsubscribeOnDispose = false
 }) {
   if (typeof load !== 'function') throw new TypeError('options.load must be a function')
-  // A map subscription never emits 'publication': the helper would silently do nothing.
+  // A map or shared-poll subscription keeps its own state ('sync' + key changes,
+  // not envelopes): the helper would miss the state and reject every change.
   if (subscription.remove || subscription.track) throw new TypeError('not a stream subscription')
 
   let handlers = {}

@@ -198,10 +198,10 @@ async def test_failed_recovery_reloads_with_backoff_and_replays(
     async def load() -> dict[str, int]:
         nonlocal calls
         calls += 1
-        loading.set()
-        await release.wait()
         if calls == 2:
             raise ConnectionError("database away")
+        loading.set()
+        await release.wait()
         snapshot = snapshots[min(calls - 1, 1)]
         app.state = dict(snapshot)
         return snapshot
@@ -229,7 +229,7 @@ async def test_failed_recovery_reloads_with_backoff_and_replays(
             )
         )
         async with asyncio.timeout(10):
-            await loading.wait()
+            await loading.wait()  # the retry, after the failed reload and the backoff
         assert not sync.ready and app.resyncs == ["recovery-failed"]
         # Arrives during the reload: buffered, then checked against the new snapshot.
         await publisher.publish(channel, {}, key="a", version=11)

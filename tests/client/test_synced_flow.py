@@ -217,15 +217,16 @@ async def test_too_many_buffered_publications_resync_instead() -> None:
     sub = client.subscriptions[CHANNEL]
     await sub.subscribed()
     await until(lambda: len(load.calls) == 1)
-    for version in range(1, 6):
+    for version in range(1, 5):
         await sub.publish("a", version)
     await until(lambda: len(load.calls) == 2)
     assert load.cancelled == 1, "the superseded load was cancelled"
     assert sync.buffered <= 3
+    await sub.publish("a", 5)  # during the new load: buffered (a@4 came before: in its snapshot)
     load.release(app.snapshot(a=4), call=1)
     async with asyncio.timeout(5):
         await start
-    assert app.log == ["resync buffer-overflow", "drop a@4 duplicate", "update a@5 newer", "ready"]
+    assert app.log == ["resync buffer-overflow", "update a@5 newer", "ready"]
     assert app.store == {"a": 5}
     await sync.close()
 
@@ -508,4 +509,33 @@ async def test_publications_before_the_last_of_several_sync_requests_are_left_to
     load.release(app.snapshot(a=2))
     await until(lambda: sync.ready)
     assert app.log[1:] == ["update a@1 new", "resync second", "ready"]
+    await sync.close()
+
+
+async def test_publications_queued_before_a_retried_load_are_left_to_its_snapshot() -> None:
+    app = App()
+    calls = 0
+    gate = asyncio.Event()
+
+    async def load() -> LoadResult:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        if calls == 1:
+            raise ConnectionError("database away")
+        return app.snapshot()  # read after the delete of "a": it is gone
+
+    client = FakeClient()
+    sync = app.synced(client, CHANNEL, load)
+    start = asyncio.create_task(sync.start())
+    await until(lambda: CHANNEL in client.subscriptions)
+    sub = client.subscriptions[CHANNEL]
+    await sub.subscribed()
+    await until(lambda: calls == 1)
+    await sub.publish("a", 1)  # queued before the retry is called: its snapshot covers it
+    gate.set()
+    async with asyncio.timeout(5):
+        await start
+    assert calls == 2 and app.store == {}, "a deleted object does not come back"
+    assert app.log == ["error load", "ready"]
     await sync.close()

@@ -106,7 +106,7 @@ gate.seed('a', '1')
 // @ts-expect-error: unknown event
 synced.on('nope', () => {})
 
-// @ts-expect-error: a map subscription never emits 'publication'
+// @ts-expect-error: a map subscription keeps its own state (sync + key changes), not envelopes
 syncSubscription(centrifuge.newMapSubscription('map:todos'), { load: () => ({ items: [] }) })
 // @ts-expect-error: nor does a shared-poll subscription
 syncSubscription(centrifuge.newSharedPollSubscription('poll:todos'), { load: () => ({ items: [] }) })
