@@ -647,7 +647,6 @@ class SyncedSubscription:
         if session is None:
             return
         session.lost = error
-        session.live = False
         _fail_waiters(session, error)
         if not session.started.done():
             session.started.set_exception(error)

@@ -539,3 +539,14 @@ async def test_publications_queued_before_a_retried_load_are_left_to_its_snapsho
     assert calls == 2 and app.store == {}, "a deleted object does not come back"
     assert app.log == ["error load", "ready"]
     await sync.close()
+
+
+async def test_subscribed_again_with_recovery_is_live_again_without_a_reload() -> None:
+    app, load = App(), Load()
+    sync, sub = await started(app, load, {"a": 1})
+    await sub.ended(2500, "unauthorized")
+    assert sync.state == "unsubscribed" and not sync.ready
+    await sub.subscribed(was_recovering=True, recovered=True)
+    assert sync.state == "live" and len(load.calls) == 1
+    await sync.wait_ready()
+    await sync.close()
