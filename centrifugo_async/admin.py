@@ -190,9 +190,10 @@ def replay_dead_letters(
     """Publish matching dead letters again, then remove them from the dead-letter list.
 
     A replayed envelope is enqueued anew (a fresh ``seq``) with its original
-    channel, key, version, data, options and ``ts``: keeping the enqueue time
-    keeps ``ttl_ms`` and the late-delivery policies bounding how late it may
-    arrive, so a replay cannot deliver a typing indicator from last week.
+    channel, key, version, data, options and ``ts`` (a delete stays a delete):
+    keeping the enqueue time keeps ``ttl_ms`` and the late-delivery policies
+    bounding how late it may arrive, so a replay cannot deliver a typing
+    indicator from last week.
     Subscribers' version gates drop it if a newer version was delivered
     meanwhile. Entries that cannot be replayed stay where they are and are
     reported in ``skipped``, the run going on: records that are not envelopes,
@@ -230,7 +231,14 @@ def _replay_plan(entry: DeadLetterEntry, publisher: Publisher) -> EnqueuePlan:
         raise EnvelopeDecodeError("the list entry is not a dead-letter record")
     env = decode_envelope(entry.letter.original)
     message = Message(
-        env.channel, env.data, env.key, env.version, env.tags, env.idempotency_key, env.ttl_ms
+        env.channel,
+        env.data,
+        env.key,
+        env.version,
+        env.tags,
+        env.idempotency_key,
+        env.ttl_ms,
+        deleted=env.deleted,
     )
     return plan((message,), publisher.keyspace, publisher.max_payload_bytes, created_ms=env.ts)
 

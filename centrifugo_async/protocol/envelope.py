@@ -10,6 +10,10 @@ Compatibility rules: ``v`` is the *major* schema version and changes only for a
 breaking change; readers reject majors they do not know. New fields are always
 optional with a default, and readers ignore fields they do not know, so adding
 one never breaks an old reader.
+
+A delete is an envelope with ``deleted: true`` and ``data: null``: the object
+``key`` is gone as of ``version``. A reader that predates the field sees an
+ordinary update whose data is null, at that version (see the protocol page).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class Envelope(msgspec.Struct, Generic[DataT], frozen=True, omit_defaults=True):
     tags: dict[str, str] | None = None
     idempotency_key: str | None = None
     ttl_ms: int | None = None
+    deleted: bool = False
+    """True for a delete: the object is gone as of ``version`` (``data`` is null)."""
 
     @property
     def effective_idempotency_key(self) -> str:
@@ -129,7 +135,13 @@ def _validation_problem(env: Envelope[Any]) -> str | None:
         return f"`ttl_ms` {env.ttl_ms} must be >= 1"
     if env.idempotency_key == "":
         return "`idempotency_key` is empty"
+    if env.deleted and not _is_null(env.data):
+        return "`data` must be null in a delete (`deleted` is true)"
     return None
+
+
+def _is_null(data: object) -> bool:
+    return data is None or (isinstance(data, msgspec.Raw) and bytes(data) == b"null")
 
 
 def default_idempotency_key(channel: str, key: str, version: int) -> str:

@@ -119,6 +119,7 @@ def draft_envelope(message: Message, shards: int, created_ms: int) -> Envelope[A
         tags=dict(message.tags) if message.tags is not None else None,
         idempotency_key=message.idempotency_key,
         ttl_ms=message.ttl_ms,
+        deleted=message.deleted,
     )
 
 

@@ -3,7 +3,9 @@
 import { build } from 'esbuild'
 import { gzipSync } from 'node:zlib'
 
-const BUDGET_BYTES = 2560
+// 2,560 B until deletes (tombstones, snapshot reconciliation), reloadKey, the
+// state/ready() API, AbortSignal and 'unsubscribed' handling added ~0.65 KB.
+const BUDGET_BYTES = 3328
 
 const result = await build({
   entryPoints: [new URL('../src/index.js', import.meta.url).pathname],

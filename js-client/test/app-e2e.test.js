@@ -4,10 +4,12 @@
  * updates races the page's initial load; then, while updates keep coming, the
  * relay is SIGKILLed and started again and Centrifugo is restarted, so the
  * page's WebSocket reconnects and its subscription cannot recover (history is
- * in memory). The DOM must end up showing exactly what SQLite holds. Last,
+ * in memory). The DOM must end up showing exactly what SQLite holds. Then,
  * stale and duplicate messages injected straight into the queues (past the
  * database) must be dropped by the page's version gate, and a live update
- * after them must still show up.
+ * after them must still show up. Last, a product is deleted while an older
+ * update of it races the delete (and is injected again after it, and after a
+ * reload): it must disappear and stay gone, until it is created again.
  */
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
@@ -27,7 +29,7 @@ const INJECTED_KEYS = 5
 const READ_DATABASE = `
 import json, sqlite3, sys
 db = sqlite3.connect(json.load(sys.stdin)["db"])
-rows = db.execute("SELECT key, version, data FROM objects ORDER BY key").fetchall()
+rows = db.execute("SELECT key, version, data FROM objects WHERE deleted = 0 ORDER BY key").fetchall()
 json.dump([{"key": k, "version": v, "data": json.loads(d)} for k, v, d in rows], sys.stdout)
 `
 
@@ -96,10 +98,17 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
       data
     }))
 
+  const remove = async path => {
+    const response = await fetch(`${app.url}${path}`, { method: 'DELETE', signal: AbortSignal.timeout(30000) })
+    const reply = await response.json()
+    assert.equal(response.status, 200, `DELETE ${path}: ${JSON.stringify(reply)}`)
+    return reply
+  }
+
   /** With writes stopped: wait (bounded) until the DOM shows exactly SQLite's rows, and assert it. */
-  const assertPageShowsDatabase = async what => {
+  const assertPageShowsDatabase = async (what, count = 20) => {
     const rows = await databaseRows()
-    assert.equal(rows.length, 20, 'the seeded price board has 20 objects')
+    assert.equal(rows.length, count, `the price board has ${count} objects`)
     const expected = expectedOnPage(rows)
     let shown
     await waitFor(() => JSON.stringify(shown) === JSON.stringify(expected), {
@@ -282,6 +291,77 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
     const updated = await post(`/api/objects/${target.key}`, { price_cents: 4242 })
     assert.equal(updated.version, target.version + 1)
     await assertPageShowsDatabase('a live update after the injection to show up')
+
+    // 6. A delete races an older update of the same product: the update is
+    // enqueued (past the database, with a fresh idempotency key) while the app
+    // deletes the row and publishes the delete. Whichever lands first, the
+    // product disappears and the older update is dropped: as a duplicate if it
+    // came first (the page held that version), as stale if it came after the
+    // delete (the gate keeps the delete's version as a tombstone).
+    const victim = (await databaseRows())[1]
+    const older = () =>
+      publishWithPython(app, [
+        {
+          channel: app.channel,
+          key: victim.key,
+          version: victim.version,
+          data: { ...victim.data, price_cents: 1, injected: 'older than the delete' },
+          idempotency_key: `older-${randomUUID()}`
+        }
+      ])
+    const dropReasons = key =>
+      page.evaluate(key => window.exampleApp.drops.filter(drop => drop.key === key).map(drop => drop.reason), key)
+    const earlierDrops = (await dropReasons(victim.key)).length // from the injection above
+    const dropsOf = async key => (await dropReasons(key)).length - earlierDrops
+    const beforeDelete = await page.evaluate(() => window.exampleApp.stats())
+    const [deleted] = await Promise.all([remove(`/api/objects/${victim.key}`), older()])
+    assert.deepEqual(deleted, { key: victim.key, version: victim.version + 1, deleted: true, published: true })
+    await page.waitForFunction(key => window.exampleApp.deletes.some(d => d.key === key), victim.key)
+    let victimDrops = 0
+    await waitFor(() => victimDrops >= 1, {
+      timeoutMs: 30000,
+      intervalMs: 100,
+      what: 'the racing older update to be dropped',
+      poll: async () => {
+        victimDrops = await dropsOf(victim.key)
+      }
+    })
+    const afterRace = await page.evaluate(() => window.exampleApp.stats())
+    assert.equal(afterRace.accepted, beforeDelete.accepted + 1, 'only the delete was applied')
+    assert.equal(await page.$(`#board .card[data-key="${victim.key}"]`), null, 'the card is gone')
+
+    // The same older update once more, now certainly after the delete: stale.
+    await older()
+    await waitFor(() => victimDrops >= 2, {
+      timeoutMs: 30000,
+      intervalMs: 100,
+      what: 'the late older update to be dropped',
+      poll: async () => {
+        victimDrops = await dropsOf(victim.key)
+      }
+    })
+    // And after a full reload, whose snapshot lists the product's tombstone.
+    const loads = await page.evaluate(() => window.exampleApp.loads)
+    await page.evaluate(() => window.exampleApp.resync('manual'))
+    await page.waitForFunction(loads => window.exampleApp.loads > loads && window.exampleApp.state() === 'live', loads)
+    await older()
+    await waitFor(() => victimDrops >= 3, {
+      timeoutMs: 30000,
+      intervalMs: 100,
+      what: 'the older update after the reload to be dropped',
+      poll: async () => {
+        victimDrops = await dropsOf(victim.key)
+      }
+    })
+    const victimDropReasons = (await dropReasons(victim.key)).slice(earlierDrops)
+    assert.deepEqual(victimDropReasons.slice(1), ['stale', 'stale'], JSON.stringify(victimDropReasons))
+    assert.ok(['stale', 'duplicate'].includes(victimDropReasons[0]), JSON.stringify(victimDropReasons))
+    await assertPageShowsDatabase('the page to show the database without the deleted product', 19)
+
+    // Created again, its versions go on from the tombstone's: it shows up.
+    const recreated = await post(`/api/objects/${victim.key}`, { name: victim.data.name, price_cents: 4343 })
+    assert.equal(recreated.version, victim.version + 2)
+    await assertPageShowsDatabase('the product created again to show up')
 
     const drops = await page.evaluate(() => window.exampleApp.drops)
     assert.ok(drops.every(drop => drop.reason === 'stale' || drop.reason === 'duplicate'), JSON.stringify(drops))

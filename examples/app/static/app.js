@@ -1,7 +1,9 @@
-// The price board: load the rows (with their versions) from the backend, then
-// keep them current from Centrifugo. syncSubscription orders the two (subscribe,
-// buffer, load, replay) and its version gate drops whatever is not newer than
-// what the page shows. `window.exampleApp` exposes the state for the e2e test.
+// The price board: load the rows (with their versions, and the tombstones of
+// deleted ones) from the backend, then keep them current from Centrifugo.
+// syncSubscription orders the two (subscribe, buffer, load, replay) and its
+// version gate drops whatever is not newer than what the page shows, deletes
+// included: a late update of a deleted product never brings it back.
+// `window.exampleApp` exposes the state for the e2e test.
 import { Centrifuge } from 'centrifuge'
 import { syncSubscription } from 'centrifugo-async-client'
 
@@ -17,6 +19,8 @@ const app = {
   loads: 0,
   resyncs: [],
   drops: [],
+  deletes: [],
+  reloads: [],
   errors: [],
   objects,
   stats: () => ({ size: 0, accepted: 0, stale: 0, duplicate: 0, evicted: 0 }),
@@ -54,6 +58,7 @@ function setSync(state, text) {
 function renderStats() {
   const stats = app.stats()
   for (const name of ['accepted', 'stale', 'duplicate', 'evicted']) $(`stat-${name}`).textContent = stats[name]
+  $('stat-deletes').textContent = app.deletes.length
   $('stat-loads').textContent = app.loads
 }
 
@@ -131,32 +136,59 @@ subscription.on('subscribed', ({ wasRecovering, recovered }) => {
 
 const synced = syncSubscription(subscription, {
   // Read every row with its version and show it. Publications arriving
-  // meanwhile are buffered and replayed through the gate afterwards.
-  async load({ reason }) {
+  // meanwhile are buffered and replayed through the gate afterwards. The
+  // tombstones tell the gate when a missing product was deleted. A newer load
+  // aborts this one (signal): it must not write into the board then.
+  async load({ reason, signal }) {
     setSync('loading', `loading (${reason})`)
-    const { items } = await fetchJson('/api/state')
+    const { items, deleted } = await fetchJson('/api/state', { signal, cache: 'no-store' })
+    if (signal.aborted) throw signal.reason
     objects.clear()
     for (const item of items) objects.set(item.key, item)
     app.loads++
     renderAll()
-    return { items }
+    return { items: [...items, ...deleted.map(tombstone => ({ ...tombstone, deleted: true }))] }
   }
 })
 app.stats = () => synced.gate.stats()
+app.state = () => synced.state
+app.resync = reason => synced.resync(reason)
 
-synced.on('update', envelope => {
-  const object = { key: envelope.key, version: envelope.version, data: envelope.data }
+/** Reload one product (the gate forgot it): applied only if newer than what the page shows. */
+const reloadOne = key =>
+  synced.reloadKey(key, async ({ signal }) => {
+    const response = await fetch(`/api/objects/${encodeURIComponent(key)}`, { signal, cache: 'no-store' })
+    if (response.status === 404) return { deleted: true, apply: () => removeObject(key) }
+    const object = await response.json()
+    if (!response.ok) throw new Error(`/api/objects/${key}: HTTP ${response.status}`)
+    if (object.deleted) return { version: object.version, deleted: true, apply: () => removeObject(key) }
+    return { version: object.version, apply: () => putObject(object) }
+  })
+
+function putObject(object) {
   const isNew = !objects.has(object.key)
   objects.set(object.key, object)
   if (isNew) renderAll()
   else renderCard(object, true)
   renderStats()
+}
+
+function removeObject(key) {
+  if (objects.delete(key)) renderAll()
+}
+
+synced.on('update', ({ key, version, data }) => putObject({ key, version, data }))
+synced.on('delete', ({ key, version }) => {
+  app.deletes.push({ key, version })
+  removeObject(key)
+  renderStats()
+  logEvent(`${key} deleted (v${version})`)
 })
 synced.on('drop', (envelope, { reason }) => {
   app.drops.push({ key: envelope.key, version: envelope.version, reason })
   renderStats()
-  // The gate forgot this key (its memory is bounded): reload to be safe.
-  if (reason === 'evicted') synced.resync('evicted')
+  // The gate forgot this key (its memory is bounded): reload it.
+  if (reason === 'evicted') reloadOne(envelope.key).then(applied => app.reloads.push({ key: envelope.key, applied }))
 })
 synced.on('resync', ({ reason }) => {
   app.resyncs.push(reason)
@@ -190,6 +222,16 @@ $('update-form').addEventListener('submit', event => {
   run('save', async () => {
     const { key, version } = await post(`/api/objects/${encodeURIComponent(form.get('key'))}`, { price_cents: cents })
     logEvent(`saved ${key} at v${version}`)
+  })
+})
+$('delete').addEventListener('click', () => {
+  const key = $('product').value
+  if (!key) return
+  run('delete', async () => {
+    const response = await fetch(`/api/objects/${encodeURIComponent(key)}`, { method: 'DELETE' })
+    const body = await response.json().catch(() => ({}))
+    if (!response.ok) throw new Error(`HTTP ${response.status} ${body.error ?? ''}`)
+    logEvent(`deleted ${key} at v${body.version}`)
   })
 })
 $('burst').addEventListener('click', () =>
