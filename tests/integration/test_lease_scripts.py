@@ -53,7 +53,7 @@ def claim(client: redis.Redis, lease: str, max_count: int = 100) -> list[object]
 
 def ack(client: redis.Redis, lease: str, count: int, *letters: bytes) -> object:
     keys = [SHARD.inflight, SHARD.lease, SHARD.state, SHARD.dlq]
-    return run(client, ACK, keys, lease, count, count - len(letters), 0, *letters)
+    return run(client, ACK, keys, lease, count, count - len(letters), 0, "0", *letters)
 
 
 def acquire(
