@@ -238,6 +238,10 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
     )
     const afterSave = await assertPageShowsDatabase('the saved default price to show up')
     assert.equal(afterSave.find(row => row.key === saved.key).data.price_cents, 199)
+    // Nothing waits in the queues now (the burst may have, on a busy machine): "live".
+    await page.waitForFunction(() => document.querySelector('#sync').dataset.state === 'live', null, {
+      timeout: 30000
+    })
     assert.deepEqual(await syncPill(), { state: 'live', text: 'live' })
 
     // 2. Updates keep coming while the relay is killed and started again, from

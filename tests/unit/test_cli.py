@@ -331,3 +331,16 @@ def test_the_operations_guide_lists_every_operator_setting() -> None:
         "docs/operations.md: the operator settings table is out of date; between the markers "
         f"put\n{expected}"
     )
+
+
+def test_the_relay_id_is_a_flag_too() -> None:
+    text = help_of("relay")
+    assert "--relay-id TEXT This relay's id" in text
+    assert "env var: CENTRIFUGO_ASYNC_RELAY_ID" in text
+    result = CliRunner().invoke(
+        main,
+        ["config", "check", "--json", "--relay-id", "relay-a"],
+        env={**CLEAN_ENV, "CENTRIFUGO_API_KEY": "k"},
+    )
+    relay_id = json.loads(result.stdout)["settings"]["relay_id"]
+    assert relay_id == {"value": "relay-a", "toml": "relay.id", "source": "--relay-id"}
