@@ -26,6 +26,7 @@ from .publisher import DEFAULT_MAX_PAYLOAD_BYTES, Message, Publisher
 from .publisher._plan import EnqueuePlan, plan
 
 __all__ = [
+    "RESHARD_TIMEOUT",
     "DeadLetterEntry",
     "ReplayReport",
     "ShardStats",
@@ -37,6 +38,10 @@ __all__ = [
     "replay_dead_letters",
     "reshard",
 ]
+
+
+RESHARD_TIMEOUT = 60.0
+"""Seconds ``reshard`` waits for the shards to drain before it gives up, by default."""
 
 
 def recorded_keyspace(client: SyncRedisClient, prefix: str) -> Keyspace:
@@ -173,8 +178,14 @@ class ReplayReport:
     """What ``replay_dead_letters`` did (or would do, in a dry run)."""
 
     matched: int = 0
+    """Dead letters that match the filters: all of them are replayed or skipped."""
     replayed: int = 0
     skipped: list[str] = attrs.Factory(list)
+
+    @property
+    def done(self) -> int:
+        """Matching letters handled so far, replayed or skipped."""
+        return self.replayed + len(self.skipped)
 
 
 def replay_dead_letters(
@@ -209,17 +220,17 @@ def replay_dead_letters(
         max_payload_bytes=max_payload_bytes or DEFAULT_MAX_PAYLOAD_BYTES,
     )
     entries = [e for e in iter_dead_letters(client, keyspace) if matches(e, channel, error)]
+    report.matched = len(entries)
     for entry in entries:
-        report.matched += 1
         try:
             batch = _replay_plan(entry, publisher)
         except (EnvelopeDecodeError, InvalidMessage) as exc:
             report.skipped.append(f"shard {entry.shard}: cannot replay: {exc}")
-            continue
-        if not dry_run:
-            publisher._run(batch)
-            client.lrem(keyspace.shard(entry.shard).dlq, 1, entry.raw)  # type: ignore[arg-type]
-        report.replayed += 1
+        else:
+            if not dry_run:
+                publisher._run(batch)
+                client.lrem(keyspace.shard(entry.shard).dlq, 1, entry.raw)  # type: ignore[arg-type]
+            report.replayed += 1
         if progress is not None:
             progress(report)
     return report
@@ -249,8 +260,13 @@ def purge_dead_letters(
     *,
     channel: str | None = None,
     error: str | None = None,
+    progress: Callable[[int, int], Any] | None = None,
 ) -> int:
-    """Delete matching dead letters (all of them without filters); returns the count."""
+    """Delete matching dead letters (all of them without filters); returns the count.
+
+    With filters, each letter is looked at in turn: ``progress(done, total)``
+    is called after each one (``total``: the letters looked at).
+    """
     if channel is None and error is None:
         pipe = client.pipeline(transaction=False)
         for keys in keyspace.all_shards():
@@ -258,9 +274,12 @@ def purge_dead_letters(
             pipe.delete(keys.dlq)
         return sum(pipe.execute()[0::2])
     removed = 0
-    for entry in list(iter_dead_letters(client, keyspace)):
+    entries = list(iter_dead_letters(client, keyspace))
+    for done, entry in enumerate(entries, 1):
         if matches(entry, channel, error):
             removed += client.lrem(keyspace.shard(entry.shard).dlq, 1, entry.raw)  # type: ignore[arg-type]
+        if progress is not None:
+            progress(done, len(entries))
     return removed
 
 
@@ -269,7 +288,7 @@ def reshard(
     prefix: str,
     shards: int,
     *,
-    timeout: float = 60.0,
+    timeout: float = RESHARD_TIMEOUT,
     progress: Callable[[list[int]], Any] | None = None,
 ) -> Keyspace:
     """Change the shard count without ever reordering a key: drain, seal, switch.

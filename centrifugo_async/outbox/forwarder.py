@@ -49,6 +49,7 @@ from ..connection import AsyncRedisClient, async_client
 from ..exceptions import QueueUnavailable, TopologyMismatch
 from ..protocol import topology
 from ..protocol.keys import Keyspace
+from ..protocol.routing import DEFAULT_SHARDS
 from ..protocol.scripts import ENQUEUE
 from ..publisher._plan import translate_redis_error
 from .batch import ForwardBatch, PendingRow, plan_batch
@@ -62,8 +63,6 @@ from .table import OutboxTable
 __all__ = ["Forwarder", "forward"]
 
 log = logging.getLogger("centrifugo_async.outbox")
-
-_DEFAULT_SHARDS = 16
 
 
 class Forwarder:
@@ -114,7 +113,7 @@ class Forwarder:
                 )
             else:
                 shards = await topology.read_shards_async(self._redis, prefix) or (
-                    await topology.record_shards_async(self._redis, prefix, _DEFAULT_SHARDS)
+                    await topology.record_shards_async(self._redis, prefix, DEFAULT_SHARDS)
                 )
         except redis.exceptions.RedisError as exc:
             raise translate_redis_error(exc) from exc
@@ -212,7 +211,7 @@ class Forwarder:
     async def _claim(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Take every free lane: the expected ones (0..shards-1) and any that holds rows."""
         expected = self._keyspace.shards if self._keyspace else self.settings.shards
-        lanes = set(range(expected or _DEFAULT_SHARDS))
+        lanes = set(range(expected or DEFAULT_SHARDS))
         in_use = await (await conn.execute(self.table.lanes_in_use)).fetchall()
         lanes.update(int(lane) for (lane,) in in_use)
         free = sorted(lanes - self.owned)

@@ -21,10 +21,11 @@ from .envelope import (
     encode_envelope,
 )
 from .keys import DEFAULT_PREFIX, Keyspace, ShardKeys
-from .routing import MAX_SHARDS, shard_for
+from .routing import DEFAULT_SHARDS, MAX_SHARDS, shard_for
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "DEFAULT_SHARDS",
     "ENVELOPE_VERSION",
     "MAX_OBJECT_VERSION",
     "MAX_SHARDS",

@@ -17,6 +17,7 @@ from ..exceptions import QueueUnavailable
 from ..protocol import topology
 from ..protocol.envelope import Envelope
 from ..protocol.keys import DEFAULT_PREFIX, Keyspace
+from ..protocol.routing import DEFAULT_SHARDS
 from ..protocol.scripts import ENQUEUE
 from ._plan import EnqueuePlan, is_noscript, plan, translate_redis_error
 from .message import Message
@@ -36,7 +37,7 @@ class _PublisherBase(Generic[ClientT]):
         self,
         client: ClientT,
         *,
-        shards: int = 16,
+        shards: int = DEFAULT_SHARDS,
         prefix: str = DEFAULT_PREFIX,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         owns_client: bool = False,

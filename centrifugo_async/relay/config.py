@@ -14,7 +14,8 @@ Raw values are parsed by the setting's type (``KINDS``), the same way from each
 source. ``load_settings`` merges defaults < file < environment < flags,
 validates the result and reports any problem as a ``ConfigError`` naming the key
 and where it came from. ``describe`` renders the effective configuration with
-its sources and the secrets masked (``centrifugo-async config check``).
+its sources and the secrets masked (``centrifugo-async config check``), and
+``effective`` the same as JSON values (``config check --json``).
 
 The API key is best given in the environment or in a file (``api_key_file``,
 read here); ``exposed_on_command_line`` names the secrets that were passed as
@@ -52,6 +53,7 @@ __all__ = [
     "KINDS",
     "ValueKind",
     "describe",
+    "effective",
     "exposed_on_command_line",
     "kind_of",
     "load_settings",
@@ -305,6 +307,35 @@ def describe(settings: RelaySettings, origin: Mapping[str, str]) -> str:
             continue
         lines.append(f"{key} = {_render(setting, value)}{comment}")
     return "\n".join(lines).strip() + "\n"
+
+
+def effective(settings: RelaySettings, origin: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """What ``describe`` shows, as JSON values: per setting, its value and source.
+
+    Keyed by setting name, each entry holds ``value`` (secrets and URL passwords
+    masked, late-delivery ages in milliseconds, null for "never" or an unset
+    shard count), the ``toml`` key and ``source``.
+    """
+    result = {}
+    for setting in SETTINGS:
+        value: Any = getattr(settings, setting.name)
+        if setting.secret:
+            value = "***" if value else ""
+        elif isinstance(setting.check, Schemes) and isinstance(value, str):
+            value = mask_url(value)
+        elif isinstance(value, tuple):
+            value = [
+                {"pattern": v.pattern, "max_age_ms": v.max_age_ms}
+                if isinstance(v, LatePolicy)
+                else v
+                for v in value
+            ]
+        result[setting.name] = {
+            "value": value,
+            "toml": setting.toml,
+            "source": origin.get(setting.name, "default"),
+        }
+    return result
 
 
 def _render(setting: Setting, value: object) -> str:

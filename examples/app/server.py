@@ -25,6 +25,9 @@ Routes:
   tombstone), publish the delete. ``200`` with ``{"key", "version", "deleted":
   true, "published": true}``, ``404`` when there is no such object, ``503`` as above.
 - ``POST /api/burst?n=200``: ``n`` random price changes, a few at a time.
+- ``GET /api/delivery``: ``{"queued", "in_flight", "oldest_age_ms"}``: what waits
+  between this backend and the pages, and for how long (the page shows "delayed"
+  rather than "live" when the oldest message waits more than a second).
 - ``GET /api/config``: what the page needs (WebSocket URL, channel).
 - ``/api/stack...``: kill and restart the local relay or Centrifugo, only when
   the launcher (``python -m examples.app``) passes its stack controls.
@@ -49,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import redis
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -57,7 +61,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from centrifugo_async import AsyncPublisher, CentrifugoAsyncError
+from centrifugo_async import AsyncPublisher, CentrifugoAsyncError, Keyspace
+from centrifugo_async.admin import collect_stats
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -267,10 +272,29 @@ def jitter_price(current: dict[str, Any] | None) -> dict[str, Any]:
 class PriceBoard:
     """The app's logic: store first, publish after the commit."""
 
-    def __init__(self, settings: AppSettings, publisher: AsyncPublisher) -> None:
+    def __init__(
+        self, settings: AppSettings, publisher: AsyncPublisher, queues: redis.Redis
+    ) -> None:
         self.settings = settings
         self.store = ObjectStore(settings.db_path)
         self.publisher = publisher
+        self.queues = queues
+
+    def delivery(self) -> dict[str, int | None]:
+        """What waits in the queues for the relay, and the oldest message's age (ms).
+
+        The figures of ``centrifugo-async stats``, summed over the shards. A page
+        that shows "live" while updates wait in Redis (the relay is down, or
+        far behind) would be lying: the page asks this to say "delayed" instead.
+        Blocking: call it from a thread.
+        """
+        stats = collect_stats(self.queues, Keyspace(shards=self.settings.shards))
+        ages = [s.oldest_age_ms for s in stats if s.oldest_age_ms is not None]
+        return {
+            "queued": sum(s.queued for s in stats),
+            "in_flight": sum(s.in_flight for s in stats),
+            "oldest_age_ms": max(ages, default=None),
+        }
 
     async def update(self, key: str, change: Change) -> tuple[StoredObject, str | None]:
         """Commit the change, then publish it. Returns the stored object and the
@@ -369,6 +393,14 @@ async def delete_object(request: Request) -> Response:
             status_code=503,
         )
     return JSONResponse({**stored.as_json(), "published": True})
+
+
+async def get_delivery(request: Request) -> Response:
+    try:
+        delivery = await run_in_threadpool(_board(request).delivery)
+    except redis.RedisError as exc:
+        raise HTTPException(503, f"Redis: {exc}") from exc
+    return JSONResponse(delivery, headers={"Cache-Control": "no-store"})
 
 
 async def get_config(request: Request) -> Response:
@@ -474,7 +506,8 @@ def create_app(settings: AppSettings, controls: StackControls | None = None) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         publisher = AsyncPublisher.from_url(settings.redis_url, shards=settings.shards)
-        board = PriceBoard(settings, publisher)
+        queues = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        board = PriceBoard(settings, publisher, queues)
         await run_in_threadpool(board.store.initialize, seed_products())
         app.state.board = board
         app.state.controls = controls
@@ -482,6 +515,7 @@ def create_app(settings: AppSettings, controls: StackControls | None = None) -> 
             yield
         finally:
             await publisher.close()
+            queues.close()
 
     routes = [
         Route("/", index),
@@ -491,6 +525,7 @@ def create_app(settings: AppSettings, controls: StackControls | None = None) -> 
         Route("/api/objects/{key}", get_object, methods=["GET"]),
         Route("/api/objects/{key}", delete_object, methods=["DELETE"]),
         Route("/api/burst", burst, methods=["POST"]),
+        Route("/api/delivery", get_delivery),
         Route("/api/stack", stack_status),
         Route("/api/stack/{action:path}", stack_action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static")),

@@ -214,3 +214,23 @@ async def test_a_database_from_before_deletes_is_upgraded(tmp_path: Path, redis_
             "deleted": [],
         }
         assert (await client.delete("/api/objects/old")).json()["version"] == 5
+
+
+async def test_delivery_says_what_waits_in_the_queues_and_for_how_long(
+    client: httpx.AsyncClient,
+) -> None:
+    """No relay runs here: what the app publishes waits, and ages."""
+    nothing = await client.get("/api/delivery")
+    assert nothing.json() == {"queued": 0, "in_flight": 0, "oldest_age_ms": None}
+    assert nothing.headers["cache-control"] == "no-store"
+    await client.post("/api/objects/limes", json={"price_cents": 120}, headers=JSON)
+    await client.post("/api/objects/pears", json={"price_cents": 130}, headers=JSON)
+    waiting = (await client.get("/api/delivery")).json()
+    assert (waiting["queued"], waiting["in_flight"]) == (2, 0)
+    assert 0 <= waiting["oldest_age_ms"] < 60_000
+
+
+async def test_delivery_without_redis_is_an_error_not_a_guess(tmp_path: Path) -> None:
+    async with app_client(tmp_path, f"redis://127.0.0.1:{free_port()}/0") as client:
+        reply = await client.get("/api/delivery")
+        assert reply.status_code == 503 and reply.json()["error"].startswith("Redis: ")

@@ -19,6 +19,7 @@ import redis
 
 from centrifugo_async import AsyncPublisher, Keyspace, Message, shard_for
 from centrifugo_async.admin import iter_dead_letters
+from centrifugo_async.cli import ExitCode
 from centrifugo_async.relay import RelaySettings, serve
 from devstack import DEV_API_KEY, CentrifugoServer, RelayProcess
 from tests.support.checks import order_inversions, published_pairs
@@ -300,7 +301,7 @@ async def test_wrong_api_key_stops_the_relay_and_leaves_the_queue_intact(
 ) -> None:
     await publisher.publish_many(messages(["obj:key"], 50, 5))
     relay = new_relay(relay_processes, redis_url, centrifugo, api_key="wrong-key")
-    assert relay.wait() == 2
+    assert relay.wait() == ExitCode.FATAL
     assert "Centrifugo rejected the API key (HTTP 401)" in relay.log()
     assert "Traceback" not in relay.log()
     stats = shard_stats(redis_url, SHARDS)

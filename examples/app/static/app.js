@@ -3,9 +3,14 @@
 // syncSubscription orders the two (subscribe, buffer, load, replay) and its
 // version gate drops whatever is not newer than what the page shows, deletes
 // included: a late update of a deleted product never brings it back.
+// The sync pill says "live" only while nothing waits in the queues for more
+// than a second (GET /api/delivery, polled): with the relay down and updates
+// queued, the page is in sync with what it received, but not with the database.
 // `window.exampleApp` exposes the state for the e2e test.
 import { Centrifuge } from 'centrifuge'
 import { syncSubscription } from 'centrifugo-async-client'
+
+const DELAYED_AFTER_MS = 1000
 
 const objects = new Map() // key -> {key, version, data}
 const cards = new Map() // key -> the card element
@@ -15,6 +20,10 @@ const app = {
   ready: false,
   connection: 'disconnected',
   sync: 'starting',
+  syncText: 'starting',
+  /** From GET /api/delivery: 'pending' (no answer yet), 'on-time', 'delayed' or 'unknown'. */
+  delivery: { state: 'pending', queued: 0, inFlight: 0, oldestMs: null },
+  log: [],
   connects: 0,
   loads: 0,
   resyncs: [],
@@ -36,6 +45,7 @@ function byKey(a, b) {
 const formatPrice = cents => (Number.isInteger(cents) ? `$${(cents / 100).toFixed(2)}` : '—')
 
 function logEvent(text, kind = 'info') {
+  app.log.push(text)
   const item = document.createElement('li')
   item.className = kind
   item.textContent = `${new Date().toLocaleTimeString()}  ${text}`
@@ -50,9 +60,40 @@ function setPill(id, state, text = state) {
   pill.textContent = text
 }
 
-function setSync(state, text) {
+function setSync(state, text = state) {
   app.sync = state
-  setPill('sync', state, text)
+  app.syncText = text
+  renderSyncPill()
+}
+
+const seconds = ms => `${(ms / 1000).toFixed(1)} s`
+
+/** The subscription's state, unless it is live while delivery lags: then "delayed". */
+function renderSyncPill() {
+  const { state, queued, inFlight, oldestMs } = app.delivery
+  if (app.sync !== 'live') setPill('sync', app.sync, app.syncText)
+  else if (state === 'delayed') setPill('sync', 'delayed', `delayed ${seconds(oldestMs)} · ${queued + inFlight} waiting`)
+  else if (state === 'unknown') setPill('sync', 'unknown', 'live? (delivery unknown)')
+  else setPill('sync', 'live')
+}
+
+/** Ask the backend how far behind delivery is, and say so when it changes. */
+async function refreshDelivery() {
+  const previous = app.delivery.state
+  try {
+    const { queued, in_flight, oldest_age_ms } = await fetchJson('/api/delivery', { cache: 'no-store' })
+    const state = oldest_age_ms !== null && oldest_age_ms > DELAYED_AFTER_MS ? 'delayed' : 'on-time'
+    app.delivery = { state, queued, inFlight: in_flight, oldestMs: oldest_age_ms }
+  } catch {
+    app.delivery = { ...app.delivery, state: 'unknown' }
+  }
+  const { state, queued, inFlight, oldestMs } = app.delivery
+  if (state === 'delayed' && previous !== 'delayed') {
+    logEvent(`delivery delayed: ${queued + inFlight} updates waiting, the oldest for ${seconds(oldestMs)}`, 'warn')
+  } else if (previous === 'delayed' && state === 'on-time') {
+    logEvent('delivery on time again')
+  }
+  renderSyncPill()
 }
 
 function renderStats() {
@@ -255,12 +296,14 @@ async function refreshStack() {
 if (config.controls) {
   $('controls').hidden = false
   for (const button of document.querySelectorAll('[data-action]')) {
+    const label = button.textContent.toLowerCase()
     button.addEventListener('click', () =>
-      run(button.dataset.action, async () => {
+      run(label, async () => {
         button.disabled = true
-        logEvent(`${button.textContent.toLowerCase()}…`)
+        logEvent(`${label}…`)
         try {
           await post(`/api/stack/${button.dataset.action}`)
+          logEvent(`${label}: done`)
           await refreshStack()
         } finally {
           button.disabled = false
@@ -271,5 +314,8 @@ if (config.controls) {
   const poll = () => refreshStack().catch(() => {}).finally(() => setTimeout(poll, 1000))
   poll()
 }
+
+const pollDelivery = () => refreshDelivery().finally(() => setTimeout(pollDelivery, 1000))
+pollDelivery()
 
 centrifuge.connect()
