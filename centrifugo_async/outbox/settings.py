@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from ..logs import MASK, mask_url
 from ..protocol.keys import DEFAULT_PREFIX
 from ..protocol.routing import MAX_SHARDS
 from .table import DEFAULT_TABLE
@@ -117,8 +119,22 @@ def _setting(
     """A ``ForwarderSettings`` field that is also a row of the forwarder's settings table."""
     flag = Flag(help, env, above, low, high, shown_default)
     return attrs.field(
-        default=default, factory=factory, validator=_validate, metadata={_FLAG: flag}
+        default=default,
+        factory=factory,
+        validator=_validate,
+        metadata={_FLAG: flag},
+        repr=_masked_dsn if env == DSN_ENV else True,
     )
+
+
+_DSN_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def _masked_dsn(dsn: object) -> str:
+    """A DSN as ``repr`` shows it: the password of a URL or a ``password=`` pair masked."""
+    text = str(dsn)
+    text = mask_url(text) if "://" in text else _DSN_PASSWORD.sub(rf"\g<1>{MASK}", text)
+    return repr(text)
 
 
 def _default_forwarder_id() -> str:
@@ -133,7 +149,7 @@ class ForwarderSettings:
         help="PostgreSQL connection string (libpq DSN or URL) of the database holding the outbox.",
         env=DSN_ENV,
     )
-    redis_url: str
+    redis_url: str = attrs.field(repr=lambda url: repr(mask_url(url)))
     redis_cluster: bool = False
     prefix: str = DEFAULT_PREFIX
     table: str = _setting(
