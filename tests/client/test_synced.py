@@ -465,7 +465,8 @@ async def test_a_delete_travels_end_to_end_and_a_late_older_update_stays_dropped
     finally:
         async with asyncio.timeout(10):
             await sync.close()
-    assert deletes == [("a", 2, True), ("b", 2, True)]
+    # a and b may sit on different shards: only the order per key is guaranteed.
+    assert sorted(deletes) == [("a", 2, True), ("b", 2, True)]
     assert app.drops == [("a", 1, "duplicate"), ("a", 1, "stale")]
     assert app.updates == [("b", 3, "newer")]
     assert app.state == {"b": 3}
