@@ -1,3 +1,3 @@
-from .cli import main
+from .cli import PROGRAM, main
 
-main()
+main(prog_name=PROGRAM)

@@ -15,16 +15,18 @@ import attrs
 
 from ._clock import now_ms
 from .connection import SyncRedisClient
-from .exceptions import EnvelopeDecodeError, ReshardRefused
+from .exceptions import EnvelopeDecodeError, InvalidMessage, ReshardRefused
 from .protocol import topology
 from .protocol.deadletter import DeadLetter, decode_dead_letter
 from .protocol.envelope import decode_envelope
 from .protocol.keys import Keyspace
 from .protocol.probe import ShardStatus, plan_status
 from .protocol.scripts import SEAL_SHARD
-from .publisher import Publisher
+from .publisher import DEFAULT_MAX_PAYLOAD_BYTES, Message, Publisher
+from .publisher._plan import EnqueuePlan, plan
 
 __all__ = [
+    "RESHARD_TIMEOUT",
     "DeadLetterEntry",
     "ReplayReport",
     "ShardStats",
@@ -36,6 +38,10 @@ __all__ = [
     "replay_dead_letters",
     "reshard",
 ]
+
+
+RESHARD_TIMEOUT = 60.0
+"""Seconds ``reshard`` waits for the shards to drain before it gives up, by default."""
 
 
 def recorded_keyspace(client: SyncRedisClient, prefix: str) -> Keyspace:
@@ -172,8 +178,14 @@ class ReplayReport:
     """What ``replay_dead_letters`` did (or would do, in a dry run)."""
 
     matched: int = 0
+    """Dead letters that match the filters: all of them are replayed or skipped."""
     replayed: int = 0
     skipped: list[str] = attrs.Factory(list)
+
+    @property
+    def done(self) -> int:
+        """Matching letters handled so far, replayed or skipped."""
+        return self.replayed + len(self.skipped)
 
 
 def replay_dead_letters(
@@ -184,41 +196,62 @@ def replay_dead_letters(
     error: str | None = None,
     dry_run: bool = False,
     progress: Callable[[ReplayReport], Any] | None = None,
+    max_payload_bytes: int | None = None,
 ) -> ReplayReport:
     """Publish matching dead letters again, then remove them from the dead-letter list.
 
-    A replayed envelope is enqueued anew (a fresh ``seq`` and ``ts``) with its
-    original channel, key, version, data and options. Subscribers' version gates
-    drop it if a newer version was delivered meanwhile. Entries that are not
-    valid envelopes cannot be replayed and stay where they are.
+    A replayed envelope is enqueued anew (a fresh ``seq``) with its original
+    channel, key, version, data, options and ``ts`` (a delete stays a delete):
+    keeping the enqueue time keeps ``ttl_ms`` and the late-delivery policies
+    bounding how late it may arrive, so a replay cannot deliver a typing
+    indicator from last week.
+    Subscribers' version gates drop it if a newer version was delivered
+    meanwhile. Entries that cannot be replayed stay where they are and are
+    reported in ``skipped``, the run going on: records that are not envelopes,
+    and envelopes the publisher refuses (over ``max_payload_bytes``, the
+    publisher's default unless given, or otherwise invalid). A dry run checks
+    each letter the same way, so it reports the same.
     """
     report = ReplayReport()
-    publisher = Publisher(client, shards=keyspace.shards, prefix=keyspace.prefix)
+    publisher = Publisher(
+        client,
+        shards=keyspace.shards,
+        prefix=keyspace.prefix,
+        max_payload_bytes=max_payload_bytes or DEFAULT_MAX_PAYLOAD_BYTES,
+    )
     entries = [e for e in iter_dead_letters(client, keyspace) if matches(e, channel, error)]
+    report.matched = len(entries)
     for entry in entries:
-        report.matched += 1
         try:
-            if entry.letter is None:
-                raise EnvelopeDecodeError("the list entry is not a dead-letter record")
-            env = decode_envelope(entry.letter.original)
-        except EnvelopeDecodeError as exc:
+            batch = _replay_plan(entry, publisher)
+        except (EnvelopeDecodeError, InvalidMessage) as exc:
             report.skipped.append(f"shard {entry.shard}: cannot replay: {exc}")
-            continue
-        if not dry_run:
-            publisher.publish(
-                env.channel,
-                env.data,
-                key=env.key,
-                version=env.version,
-                tags=env.tags,
-                idempotency_key=env.idempotency_key,
-                ttl_ms=env.ttl_ms,
-            )
-            client.lrem(keyspace.shard(entry.shard).dlq, 1, entry.raw)  # type: ignore[arg-type]
-        report.replayed += 1
+        else:
+            if not dry_run:
+                publisher._run(batch)
+                client.lrem(keyspace.shard(entry.shard).dlq, 1, entry.raw)  # type: ignore[arg-type]
+            report.replayed += 1
         if progress is not None:
             progress(report)
     return report
+
+
+def _replay_plan(entry: DeadLetterEntry, publisher: Publisher) -> EnqueuePlan:
+    """The enqueue of one dead letter's envelope, checked like any publish, with its ``ts``."""
+    if entry.letter is None:
+        raise EnvelopeDecodeError("the list entry is not a dead-letter record")
+    env = decode_envelope(entry.letter.original)
+    message = Message(
+        env.channel,
+        env.data,
+        env.key,
+        env.version,
+        env.tags,
+        env.idempotency_key,
+        env.ttl_ms,
+        deleted=env.deleted,
+    )
+    return plan((message,), publisher.keyspace, publisher.max_payload_bytes, created_ms=env.ts)
 
 
 def purge_dead_letters(
@@ -227,8 +260,13 @@ def purge_dead_letters(
     *,
     channel: str | None = None,
     error: str | None = None,
+    progress: Callable[[int, int], Any] | None = None,
 ) -> int:
-    """Delete matching dead letters (all of them without filters); returns the count."""
+    """Delete matching dead letters (all of them without filters); returns the count.
+
+    With filters, each letter is looked at in turn: ``progress(done, total)``
+    is called after each one (``total``: the letters looked at).
+    """
     if channel is None and error is None:
         pipe = client.pipeline(transaction=False)
         for keys in keyspace.all_shards():
@@ -236,9 +274,12 @@ def purge_dead_letters(
             pipe.delete(keys.dlq)
         return sum(pipe.execute()[0::2])
     removed = 0
-    for entry in list(iter_dead_letters(client, keyspace)):
+    entries = list(iter_dead_letters(client, keyspace))
+    for done, entry in enumerate(entries, 1):
         if matches(entry, channel, error):
             removed += client.lrem(keyspace.shard(entry.shard).dlq, 1, entry.raw)  # type: ignore[arg-type]
+        if progress is not None:
+            progress(done, len(entries))
     return removed
 
 
@@ -247,7 +288,7 @@ def reshard(
     prefix: str,
     shards: int,
     *,
-    timeout: float = 60.0,
+    timeout: float = RESHARD_TIMEOUT,
     progress: Callable[[list[int]], Any] | None = None,
 ) -> Keyspace:
     """Change the shard count without ever reordering a key: drain, seal, switch.

@@ -1,17 +1,30 @@
 """``centrifugo-async``: the relay service and the operator's tools.
 
 Each command is a thin shell: it parses flags, calls the library and turns the
-library's typed errors into one clear line and a non-zero exit code.
+library's typed errors into one clear line and an exit code from ``ExitCode``.
+
+Options come in two kinds. A *setting* (where the queues are, a shard count, a
+timeout) is derived from its row in a settings table (the relay's
+``RelaySettings``, the forwarder's ``ForwarderSettings``, or the few rows of the
+operator commands below): its flag, environment variable, default, limits and
+help are written once, there. An *action* option says what this one run does
+(a message's key and version, a filter, ``--yes``, ``--json``) and is never read
+from the environment, where a forgotten variable would silently change what a
+command publishes or deletes.
+
+Results go to stdout (one JSON document with ``--json``); errors, warnings and
+progress go to stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import json
+import logging
 import os
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -20,20 +33,59 @@ import click
 import redis.exceptions
 
 from . import admin
+from ._progress import Progress
 from .connection import DEFAULT_TIMEOUT, SyncRedisClient, sync_client
 from .exceptions import CentrifugoAsyncError, RelayFatalError
 from .logs import configure_logging, secrets_of
+from .outbox.settings import DSN_ENV
+from .outbox.settings import FLAGS as FORWARDER_FLAGS
 from .protocol import topology
+from .protocol.envelope import MAX_OBJECT_VERSION, encode_envelope
 from .protocol.keys import Keyspace
+from .protocol.routing import DEFAULT_SHARDS, MAX_SHARDS
 from .publisher import Publisher
 from .relay import config
 from .relay.service import serve
-from .relay.settings import SETTINGS, OneOf, RelaySettings, Setting, setting_named
+from .relay.settings import (
+    ENV_PREFIX,
+    SETTINGS,
+    Bounds,
+    Check,
+    OneOf,
+    RelaySettings,
+    Setting,
+    setting_named,
+)
+
+__all__ = ["OPERATOR_SETTINGS", "ExitCode", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_ERROR = 1
-EXIT_FATAL = 2
+PROGRAM = "centrifugo-async"
+
+
+class ExitCode(enum.IntEnum):
+    """The exit status of every command; the operations guide documents this table."""
+
+    OK = 0
+    """Done (``relay`` and ``outbox forward``: stopped by SIGTERM or SIGINT)."""
+    ERROR = 1
+    """The command could not do its work: bad configuration, Redis or PostgreSQL
+    unavailable, nothing recorded for the prefix, a refused reshard, a declined
+    confirmation, an interrupt (Ctrl-C)."""
+    USAGE = 2
+    """The command line is wrong (click's usage errors): an unknown option, a missing
+    or malformed value, an option's environment variable that does not parse."""
+    FATAL = 3
+    """The relay stopped on a fatal condition: Centrifugo refused the API key, the API
+    URL is wrong, the shard count differs from the recorded one, or Centrifugo did
+    not answer within the start-up wait."""
+
+
+class _FatalError(click.ClickException):
+    """A ``RelayFatalError``, reported as one line with its own exit code."""
+
+    exit_code = ExitCode.FATAL
 
 
 def _friendly_errors(func: F) -> F:
@@ -44,14 +96,210 @@ def _friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except RelayFatalError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_FATAL)
+            raise _FatalError(str(exc)) from None
         except (CentrifugoAsyncError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
         except redis.exceptions.RedisError as exc:
             raise click.ClickException(f"Redis is unavailable: {exc}") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+# --- options ------------------------------------------------------------------------
+
+
+class _SettingOption(click.Option):
+    """The flag of one setting, derived from its row in a settings table.
+
+    For ``relay`` and ``config check`` (``from_environment=False``) it has no
+    click default (None means "not given") and names the setting's environment
+    variable in ``--help`` without reading it: ``config.load_settings`` reads
+    the environment itself, to keep flags > environment > file and to say where
+    each value came from. For the operator commands click reads the flag, else
+    the environment variable, else the row's default; the text is parsed as the
+    relay parses it and checked against the row's limits, a bad value being a
+    usage error.
+    """
+
+    def __init__(
+        self,
+        param_decls: Sequence[str],
+        *,
+        setting: Setting,
+        from_environment: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.setting = setting
+        self.from_environment = from_environment
+        if isinstance(setting.check, OneOf):
+            kwargs["type"] = click.Choice(
+                setting.check.choices, case_sensitive=not setting.check.ignore_case
+            )
+        elif setting.type is not bool:
+            kwargs.update(
+                type=click.STRING, metavar=config.kind_of(setting).metavar, callback=self._parse
+            )
+        kwargs.setdefault("help", setting.help)
+        super().__init__(
+            param_decls,
+            default=setting.default if from_environment else None,
+            envvar=setting.env,
+            show_envvar=True,
+            **kwargs,
+        )
+
+    def _parse(self, ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        """The text parsed as the setting's TOML and environment values are (and checked)."""
+        if value is None:
+            return None
+        try:
+            parsed = config.parse_value(self.setting, value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+        if self.from_environment and self.setting.check is not None:
+            problem = self.setting.check.problem(parsed)
+            if problem is not None:
+                raise click.BadParameter(problem, ctx, param)
+        return parsed
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        return super().resolve_envvar_value(ctx) if self.from_environment else None
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        """The environment variable only when the bad value came from it."""
+        source = ctx.get_parameter_source(self.name) if ctx is not None and self.name else None
+        if source is click.core.ParameterSource.ENVIRONMENT:
+            return super().get_error_hint(ctx)
+        return click.Parameter.get_error_hint(self, ctx)
+
+    def get_help_extra(self, ctx: click.Context) -> click.types.OptionHelpExtra:
+        extra = super().get_help_extra(ctx)
+        if self.setting.required:
+            extra["required"] = "required"
+        elif self.setting.shown_default and not self.required:
+            extra["default"] = self.setting.shown_default
+        described = self.setting.check.describe() if self.setting.check is not None else ""
+        if described and not isinstance(self.setting.check, OneOf):
+            extra["range"] = described
+        return extra
+
+
+class _ActionOption(click.Option):
+    """An option saying what this one run does: never read from the environment.
+
+    ``shown_required`` marks it required in ``--help`` when the command checks
+    that itself (an option with a deprecated second name).
+    """
+
+    def __init__(
+        self, param_decls: Sequence[str], *, shown_required: bool = False, **kwargs: Any
+    ) -> None:
+        self.shown_required = shown_required
+        super().__init__(param_decls, **kwargs)
+
+    def get_help_extra(self, ctx: click.Context) -> click.types.OptionHelpExtra:
+        extra = super().get_help_extra(ctx)
+        if self.shown_required:
+            extra["required"] = "required"
+        return extra
+
+
+def _action(*param_decls: str, **kwargs: Any) -> Callable[[F], F]:
+    return click.option(*param_decls, cls=_ActionOption, **kwargs)
+
+
+def _decls(setting: Setting) -> str:
+    if setting.type is bool:
+        return f"{setting.flag}/--no-{setting.name.replace('_', '-')}"
+    return setting.flag
+
+
+def _setting_option(setting: Setting, **kwargs: Any) -> Callable[[F], F]:
+    """An operator command's flag for ``setting``: click reads it, its variable or its default."""
+    return click.option(
+        _decls(setting), cls=_SettingOption, setting=setting, from_environment=True, **kwargs
+    )
+
+
+def _row(
+    name: str,
+    type: object,
+    default: Any,
+    env: str,
+    help: str,
+    check: Check | None = None,
+    shown_default: str = "",
+) -> Setting:
+    """A row of a settings table that lives outside the relay's (no TOML key)."""
+    shown = shown_default or ("" if default is None else str(default))
+    return Setting(
+        name=name,
+        type=type,
+        default=default,
+        toml="",
+        env=env,
+        help=help,
+        check=check,
+        secret=False,
+        required=False,
+        missing="",
+        shown_default=shown,
+    )
+
+
+OPERATOR_SETTINGS: dict[str, Setting] = {
+    row.name: row
+    for row in (
+        _row(
+            "sample",
+            float,
+            1.0,
+            ENV_PREFIX + "STATS_SAMPLE",
+            "Seconds to sample the delivery rate over (0: no rate).",
+            Bounds(low=0, high=3600),
+        ),
+        _row(
+            "limit",
+            int,
+            50,
+            ENV_PREFIX + "DLQ_LIMIT",
+            "Most dead letters shown.",
+            Bounds(low=1),
+        ),
+        _row(
+            "timeout",
+            float,
+            admin.RESHARD_TIMEOUT,
+            ENV_PREFIX + "RESHARD_TIMEOUT",
+            "Seconds to wait for the shards to drain before giving up (changing nothing).",
+            Bounds(low=0, high=86_400),
+        ),
+    )
+}
+"""The settings of the operator commands alone; the others are the relay's and the forwarder's."""
+
+_FORWARDER_SETTINGS: dict[str, Setting] = {
+    flag.name: _row(
+        flag.name,
+        flag.type,
+        flag.default,
+        flag.env,
+        flag.flag.help,
+        flag.flag if flag.flag.describe() else None,
+        flag.flag.shown_default,
+    )
+    for flag in FORWARDER_FLAGS
+}
+
+_PUBLISHER_SHARDS = attrs.evolve(
+    setting_named("shards"),
+    help="Shard count; it must match the count recorded in Redis, and is recorded if none is.",
+    shown_default=f"as recorded, else {DEFAULT_SHARDS}",
+)
 
 
 @attrs.frozen
@@ -65,24 +313,6 @@ class RedisTarget:
         return sync_client(self.url, cluster=self.cluster, timeout=DEFAULT_TIMEOUT)
 
 
-def _shared_option(name: str, **kwargs: Any) -> Callable[[F], F]:
-    """An operator command's flag for a relay setting, read by click with its default and env var.
-
-    Name, environment variable, default and help come from the settings table,
-    so ``stats`` and ``relay`` cannot disagree about them.
-    """
-    setting = setting_named(name)
-    return click.option(
-        setting.flag,
-        envvar=setting.env,
-        show_envvar=True,
-        default=setting.default,
-        show_default=True,
-        help=setting.help,
-        **kwargs,
-    )
-
-
 def redis_options(func: F) -> F:
     """Add ``--redis-url`` / ``--redis-cluster`` and pass them on as ``redis: RedisTarget``."""
 
@@ -90,77 +320,27 @@ def redis_options(func: F) -> F:
     def wrapper(*args: Any, redis_url: str, redis_cluster: bool, **kwargs: Any) -> Any:
         return func(*args, redis=RedisTarget(redis_url, redis_cluster), **kwargs)
 
-    wrapper = _shared_option("redis_cluster", is_flag=True)(wrapper)
-    wrapper = _shared_option("redis_url")(wrapper)
+    wrapper = _setting_option(setting_named("redis_cluster"))(wrapper)
+    wrapper = _setting_option(setting_named("redis_url"))(wrapper)
     return wrapper  # type: ignore[return-value]
 
 
-prefix_option = _shared_option("prefix")
+prefix_option = _setting_option(setting_named("prefix"))
+json_option = _action(
+    "--json", "as_json", is_flag=True, help="Print the result as JSON (errors stay on stderr)."
+)
 
 
 @click.group()
-@click.version_option(package_name="centrifugo-async")
+@click.version_option(package_name=PROGRAM, prog_name=PROGRAM)
 def main() -> None:
-    """Ordered, versioned asynchronous publishing to Centrifugo."""
+    """Ordered, versioned asynchronous publishing to Centrifugo.
 
-
-class _SettingOption(click.Option):
-    """The flag of one relay setting, derived from its row in the settings table.
-
-    It has no click default (None means "not given") and names the setting's
-    environment variable in ``--help`` without reading it: ``config.load_settings``
-    reads the environment itself, to keep flags > environment > file and to say
-    where each value came from.
+    Exit codes: 0 done, 1 the command failed, 2 bad usage, 3 a fatal relay error.
     """
 
-    def __init__(self, param_decls: Sequence[str], *, setting: Setting, **kwargs: Any) -> None:
-        self.setting = setting
-        if isinstance(setting.check, OneOf):
-            kwargs["type"] = click.Choice(
-                setting.check.choices, case_sensitive=not setting.check.ignore_case
-            )
-        elif setting.type is not bool:
-            kwargs.update(metavar=config.kind_of(setting).metavar, callback=self._parse)
-        super().__init__(
-            param_decls,
-            default=None,
-            envvar=setting.env,
-            show_envvar=True,
-            help=setting.help,
-            **kwargs,
-        )
 
-    def _parse(self, ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-        """The flag's text parsed as the setting's TOML and environment values are."""
-        if value is None:
-            return None
-        try:
-            return config.parse_value(self.setting, value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), ctx, param) from None
-
-    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
-        return None
-
-    def get_error_hint(self, ctx: click.Context | None) -> str:
-        """Only the flag: a bad flag value did not come from the environment variable."""
-        return click.Parameter.get_error_hint(self, ctx)
-
-    def get_help_extra(self, ctx: click.Context) -> click.types.OptionHelpExtra:
-        extra = super().get_help_extra(ctx)
-        if self.setting.required:
-            extra["required"] = "required"
-        else:
-            extra["default"] = self.setting.shown_default
-        if self.setting.check is not None and not isinstance(self.setting.check, OneOf):
-            extra["range"] = self.setting.check.describe()
-        return extra
-
-
-def _setting_option(setting: Setting) -> Callable[[F], F]:
-    on_off = f"{setting.flag}/--no-{setting.name.replace('_', '-')}"
-    flag = on_off if setting.type is bool else setting.flag
-    return click.option(flag, cls=_SettingOption, setting=setting)
+# --- relay and config check ------------------------------------------------------------
 
 
 def _relay_options(func: F) -> F:
@@ -174,7 +354,10 @@ def _relay_options(func: F) -> F:
             show_envvar=True,
             help="TOML configuration file.",
         ),
-        *(_setting_option(setting) for setting in SETTINGS),
+        *(
+            click.option(_decls(setting), cls=_SettingOption, setting=setting)
+            for setting in SETTINGS
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -186,12 +369,18 @@ def _relay_options(func: F) -> F:
 @_friendly_errors
 def relay(config_file: str | None, **flags: Any) -> None:
     """Move queued envelopes into Centrifugo, in order per key, until SIGTERM/SIGINT."""
-    settings, _ = config.load_settings(config_file, os.environ, flags)
+    settings, origin = config.load_settings(config_file, os.environ, flags)
     configure_logging(
         settings.log_level,
         settings.log_format,
-        secrets_of(settings.api_key, settings.redis_url),
+        secrets_of(settings.api_key, settings.redis_url, settings.api_url),
     )
+    for flag in config.exposed_on_command_line(settings, origin):
+        logging.getLogger("centrifugo_async.relay").warning(
+            "%s carries a secret every local user can read (ps): use the environment, "
+            "the config file or --api-key-file instead",
+            flag,
+        )
     asyncio.run(_serve_until_signalled(settings))
 
 
@@ -210,12 +399,27 @@ def config_group() -> None:
 
 @config_group.command("check")
 @_relay_options
+@json_option
 @_friendly_errors
-def config_check(config_file: str | None, **flags: Any) -> None:
+def config_check(config_file: str | None, as_json: bool, **flags: Any) -> None:
     """Validate the configuration and print the effective values (secrets masked)."""
     settings, origin = config.load_settings(config_file, os.environ, flags)
-    click.echo(config.describe(settings, origin), nl=False)
+    warnings = [
+        f"{flag} carries a secret every local user can read (ps)"
+        for flag in config.exposed_on_command_line(settings, origin)
+    ]
+    if as_json:
+        _echo_json(
+            {"valid": True, "settings": config.effective(settings, origin), "warnings": warnings}
+        )
+    else:
+        click.echo(config.describe(settings, origin), nl=False)
+    for warning in warnings:
+        click.echo(f"# warning: {warning}", err=True)
     click.echo("# configuration is valid", err=True)
+
+
+# --- the operator commands -------------------------------------------------------------
 
 
 def _keyspace(client: SyncRedisClient, prefix: str) -> Keyspace:
@@ -225,38 +429,58 @@ def _keyspace(client: SyncRedisClient, prefix: str) -> Keyspace:
 @main.command()
 @click.argument("channel")
 @click.argument("data")
-@click.option("--key", required=True, help="Object key (routes the message to its shard).")
-@click.option(
-    "--version",
+@_action("--key", required=True, help="Object key (routes the message to its shard).")
+@_action(
+    "--object-version",
     "version",
-    required=True,
-    type=click.IntRange(0, 2**53 - 1),
-    help="Object version, e.g. the row version in your database.",
+    type=click.IntRange(0, MAX_OBJECT_VERSION),
+    shown_required=True,
+    help="The object's version, e.g. its row version in your database.",
 )
-@click.option(
-    "--tag", "tags", multiple=True, metavar="NAME=VALUE", help="Centrifugo tag (repeatable)."
+@_action(
+    "--version",
+    "legacy_version",
+    type=click.IntRange(0, MAX_OBJECT_VERSION),
+    hidden=True,
+    help="Deprecated name of --object-version.",
 )
-@click.option("--ttl-ms", type=click.IntRange(min=1), help="Drop instead of delivering when older.")
-@click.option("--idempotency-key")
-@click.option(
-    "--shards", type=click.IntRange(1, 4096), help="Shard count (default: as recorded, else 16)."
+@_action("--tag", "tags", multiple=True, metavar="NAME=VALUE", help="Centrifugo tag (repeatable).")
+@_action(
+    "--ttl-ms",
+    type=click.IntRange(min=1),
+    help="Drop the message instead of delivering it once it is older than this.",
 )
+@_action(
+    "--idempotency-key",
+    help="Centrifugo's idempotency key (default: derived from channel, key and version).",
+)
+@_setting_option(_PUBLISHER_SHARDS)
 @redis_options
 @prefix_option
+@json_option
 @_friendly_errors
 def publish(
     channel: str,
     data: str,
     key: str,
-    version: int,
+    version: int | None,
+    legacy_version: int | None,
     tags: tuple[str, ...],
     ttl_ms: int | None,
     idempotency_key: str | None,
     shards: int | None,
     redis: RedisTarget,
     prefix: str,
+    as_json: bool,
 ) -> None:
     """Enqueue one message. DATA is JSON, e.g. '{"status": "paid"}'."""
+    if legacy_version is not None:
+        if version is not None:
+            raise click.UsageError("give --object-version once (--version is its old name)")
+        click.echo("warning: publish --version is deprecated: use --object-version", err=True)
+        version = legacy_version
+    if version is None:
+        raise click.UsageError("Missing option '--object-version' (the object's version).")
     try:
         payload = json.loads(data)
     except json.JSONDecodeError as exc:
@@ -269,7 +493,7 @@ def publish(
         tag_map[name] = value
     client = redis.client()
     if shards is None:
-        shards = topology.read_shards(client, prefix) or 16
+        shards = topology.read_shards(client, prefix) or DEFAULT_SHARDS
     with Publisher(client, shards=shards, prefix=prefix, owns_client=True) as publisher:
         envelope = publisher.publish(
             channel,
@@ -280,6 +504,9 @@ def publish(
             idempotency_key=idempotency_key,
             ttl_ms=ttl_ms,
         )
+    if as_json:
+        _echo_json({"prefix": prefix, "envelope": json.loads(encode_envelope(envelope))})
+        return
     click.echo(
         f"enqueued channel={channel} key={key} version={version} "
         f"shard={envelope.shard} seq={envelope.seq}"
@@ -289,14 +516,8 @@ def publish(
 @main.command()
 @redis_options
 @prefix_option
-@click.option(
-    "--sample",
-    type=click.FloatRange(min=0),
-    default=1.0,
-    show_default=True,
-    help="Seconds to sample the delivery rate over (0: no rate).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_setting_option(OPERATOR_SETTINGS["sample"])
+@json_option
 @_friendly_errors
 def stats(redis: RedisTarget, prefix: str, sample: float, as_json: bool) -> None:
     """Per shard: backlog, lag, throughput, dead letters and the owning relay."""
@@ -306,7 +527,7 @@ def stats(redis: RedisTarget, prefix: str, sample: float, as_json: bool) -> None
     relays = admin.relay_group(client, keyspace)
     if as_json:
         shards = [attrs.asdict(r) for r in rows]
-        click.echo(json.dumps({"relays": relays, "shards": shards}, indent=2))
+        _echo_json({"relays": relays, "shards": shards})
         return
     click.echo(
         f"{'shard':>5} {'queued':>8} {'inflight':>8} {'lag':>7} {'msg/s':>8} {'dlq':>5} "
@@ -341,32 +562,34 @@ def stats(redis: RedisTarget, prefix: str, sample: float, as_json: bool) -> None
 @main.command()
 @redis_options
 @prefix_option
-@click.option("--shards", type=click.IntRange(1, 4096), required=True, help="The new shard count.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0),
-    default=60.0,
-    show_default=True,
-    help="Seconds to wait for the shards to drain before giving up (changing nothing).",
-)
+@_action("--shards", type=click.IntRange(1, MAX_SHARDS), required=True, help="The new shard count.")
+@_setting_option(OPERATOR_SETTINGS["timeout"])
+@json_option
 @_friendly_errors
-def reshard(redis: RedisTarget, prefix: str, shards: int, timeout: float) -> None:
+def reshard(redis: RedisTarget, prefix: str, shards: int, timeout: float, as_json: bool) -> None:
     """Change the shard count safely: drain, seal each shard, switch.
 
     Stop the publishers first and keep a relay running; restart the publishers
     with the new count afterwards. Running relays switch by themselves.
     """
     client = redis.client()
-
-    def progress(pending: list[int]) -> None:
-        click.echo(f"... waiting for shards {pending} to drain", err=True)
-
     before = _keyspace(client, prefix).shards
-    after = admin.reshard(client, prefix, shards, timeout=timeout, progress=progress)
-    if before == after.shards:
+    if before != shards:
+        with Progress(f"draining {before} shards", every=1, first_line=True) as shown:
+
+            def progress(pending: list[int]) -> None:
+                line = f"... waiting for shards {pending} to drain"
+                shown.update(before - len(pending), before, line)
+
+            admin.reshard(client, prefix, shards, timeout=timeout, progress=progress)
+    if as_json:
+        _echo_json(
+            {"prefix": prefix, "before": before, "after": shards, "changed": before != shards}
+        )
+    elif before == shards:
         click.echo(f"prefix {prefix!r} already has {before} shards: nothing to do")
     else:
-        click.echo(f"resharded prefix {prefix!r}: {before} -> {after.shards} shards")
+        click.echo(f"resharded prefix {prefix!r}: {before} -> {shards} shards")
 
 
 def _duration(ms: int) -> str:
@@ -383,10 +606,8 @@ def dlq() -> None:
 
 
 filter_options = [
-    click.option(
-        "--channel", help="Only letters whose channel matches this glob, e.g. 'orders:*'."
-    ),
-    click.option("--error", help="Only letters whose reason, code or error contains this text."),
+    _action("--channel", help="Only letters whose channel matches this glob, e.g. 'orders:*'."),
+    _action("--error", help="Only letters whose reason, code or error contains this text."),
 ]
 
 
@@ -400,8 +621,8 @@ def _with_filters(func: F) -> F:
 @redis_options
 @prefix_option
 @_with_filters
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+@_setting_option(OPERATOR_SETTINGS["limit"])
+@_action("--json", "as_json", is_flag=True, help="One JSON record per line (JSON Lines).")
 @_friendly_errors
 def dlq_list(
     redis: RedisTarget,
@@ -433,36 +654,56 @@ def dlq_list(
             )
             click.echo(f"    payload={(letter.payload or letter.payload_b64 or '')[:200]}")
     if shown == 0:
-        click.echo("no dead letters")
+        click.echo("no dead letters", err=as_json)
 
 
 @dlq.command("replay")
 @redis_options
 @prefix_option
 @_with_filters
-@click.option("--dry-run", is_flag=True, help="Count what would be replayed, change nothing.")
+@_action("--dry-run", is_flag=True, help="Count what would be replayed, change nothing.")
+@json_option
 @_friendly_errors
 def dlq_replay(
-    redis: RedisTarget, prefix: str, channel: str | None, error: str | None, dry_run: bool
+    redis: RedisTarget,
+    prefix: str,
+    channel: str | None,
+    error: str | None,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Enqueue dead letters again (fresh seq) and remove them from the dead-letter lists."""
     client = redis.client()
+    verb = "would replay" if dry_run else "replayed"
+    with Progress("checking dead letters" if dry_run else "replaying dead letters") as shown:
 
-    def progress(report: admin.ReplayReport) -> None:
-        if report.replayed % 1000 == 0:
-            click.echo(f"... {report.replayed} replayed", err=True)
+        def progress(report: admin.ReplayReport) -> None:
+            line = (
+                f"... {report.done} of {report.matched} dead letters: {verb} "
+                f"{report.replayed}, {len(report.skipped)} not replayable"
+            )
+            shown.update(report.done, report.matched, line)
 
-    report = admin.replay_dead_letters(
-        client,
-        _keyspace(client, prefix),
-        channel=channel,
-        error=error,
-        dry_run=dry_run,
-        progress=progress,
-    )
+        report = admin.replay_dead_letters(
+            client,
+            _keyspace(client, prefix),
+            channel=channel,
+            error=error,
+            dry_run=dry_run,
+            progress=progress,
+        )
     for line in report.skipped:
         click.echo(line, err=True)
-    verb = "would replay" if dry_run else "replayed"
+    if as_json:
+        _echo_json(
+            {
+                "dry_run": dry_run,
+                "matched": report.matched,
+                "replayed": report.replayed,
+                "skipped": report.skipped,
+            }
+        )
+        return
     click.echo(
         f"{verb} {report.replayed} of {report.matched} matching dead letters"
         f" ({len(report.skipped)} not replayable)"
@@ -473,16 +714,196 @@ def dlq_replay(
 @redis_options
 @prefix_option
 @_with_filters
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_action("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
 @_friendly_errors
 def dlq_purge(
-    redis: RedisTarget, prefix: str, channel: str | None, error: str | None, yes: bool
+    redis: RedisTarget,
+    prefix: str,
+    channel: str | None,
+    error: str | None,
+    yes: bool,
+    as_json: bool,
 ) -> None:
     """Delete dead letters (all, or those matching the filters)."""
     if not yes:
-        click.confirm("Delete the matching dead letters for good?", abort=True)
+        click.confirm("Delete the matching dead letters for good?", abort=True, err=True)
     client = redis.client()
-    removed = admin.purge_dead_letters(
-        client, _keyspace(client, prefix), channel=channel, error=error
+    with Progress("purging dead letters") as shown:
+
+        def progress(done: int, total: int) -> None:
+            shown.update(done, total, f"... {done} of {total} dead letters looked at")
+
+        removed = admin.purge_dead_letters(
+            client, _keyspace(client, prefix), channel=channel, error=error, progress=progress
+        )
+    if as_json:
+        _echo_json({"purged": removed})
+    else:
+        click.echo(f"purged {removed} dead letters")
+
+
+# --- the transactional outbox (PostgreSQL) -------------------------------------------
+# psycopg is imported inside the commands: the rest of the tool works without the
+# `outbox` extra.
+
+
+def _dsn_option(*, required: bool = True) -> Callable[[F], F]:
+    return _setting_option(_FORWARDER_SETTINGS["dsn"], required=required)
+
+
+dsn_option = _dsn_option()
+table_option = _setting_option(_FORWARDER_SETTINGS["table"])
+
+
+def _forwarder_options(func: F) -> F:
+    """A flag for every forwarder setting but the DSN and table (given separately)."""
+    rows = [row for name, row in _FORWARDER_SETTINGS.items() if name not in ("dsn", "table")]
+    options = [
+        *(_setting_option(row) for row in rows),
+        _setting_option(setting_named("log_level")),
+        _setting_option(setting_named("log_format")),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _postgres_errors(func: F) -> F:
+    """Report PostgreSQL errors (and a missing psycopg) as one line."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            import psycopg
+        except ImportError:
+            raise click.ClickException(
+                "the outbox needs psycopg: pip install 'centrifugo-async[outbox]'"
+            ) from None
+        try:
+            return func(*args, **kwargs)
+        except psycopg.Error as exc:
+            raise click.ClickException(f"PostgreSQL: {str(exc).strip()}") from None
+
+    return _friendly_errors(wrapper)  # type: ignore[return-value]
+
+
+def _dsn_password(dsn: str) -> list[str]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+    except Exception:
+        return []
+    return [str(password)] if password else []
+
+
+@main.group("outbox")
+def outbox_group() -> None:
+    """The transactional outbox: create its table, forward its rows, watch its backlog."""
+
+
+@outbox_group.command("init")
+@_dsn_option(required=False)
+@table_option
+@_action("--print", "print_only", is_flag=True, help="Print the SQL; change nothing.")
+@json_option
+@_postgres_errors
+def outbox_init(dsn: str | None, table: str, print_only: bool, as_json: bool) -> None:
+    """Create the outbox table, its index, trigger and version table (idempotent).
+
+    With --print, the SQL is shown instead, for teams that run migrations themselves
+    (then --dsn is not needed).
+    """
+    from .outbox import SCHEMA_VERSION, OutboxTable, init_schema, schema_sql
+
+    outbox_table = OutboxTable(table)
+    if print_only:
+        if as_json:
+            raise click.UsageError("--print shows SQL: it does not go with --json")
+        click.echo(schema_sql(outbox_table), nl=False)
+        return
+    if not dsn:
+        raise click.UsageError(f"Missing option '--dsn' (env var: '{DSN_ENV}').")
+    import psycopg
+
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        created = init_schema(conn, outbox_table)
+    if as_json:
+        _echo_json({"table": table, "schema_version": SCHEMA_VERSION, "created": created})
+        return
+    state = "created" if created else "already there, checked"
+    click.echo(f"outbox table {table!r}: schema version {SCHEMA_VERSION} {state}")
+
+
+@outbox_group.command("forward")
+@dsn_option
+@redis_options
+@prefix_option
+@table_option
+@_forwarder_options
+@_postgres_errors
+def outbox_forward(
+    dsn: str,
+    redis: RedisTarget,
+    prefix: str,
+    table: str,
+    log_level: str,
+    log_format: str,
+    **flags: Any,
+) -> None:
+    """Move committed outbox rows into the shard lists, until SIGTERM/SIGINT."""
+    from .outbox.forwarder import forward
+    from .outbox.settings import ForwarderSettings
+
+    settings = ForwarderSettings(
+        dsn=dsn,
+        redis_url=redis.url,
+        redis_cluster=redis.cluster,
+        prefix=prefix,
+        table=table,
+        **{name: value for name, value in flags.items() if value is not None},
     )
-    click.echo(f"purged {removed} dead letters")
+    configure_logging(log_level, log_format, [*secrets_of("", redis.url)[1:], *_dsn_password(dsn)])
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await forward(settings, stop=stop)
+
+    asyncio.run(run())
+
+
+@outbox_group.command("stats")
+@dsn_option
+@table_option
+@json_option
+@_postgres_errors
+def outbox_stats(dsn: str, table: str, as_json: bool) -> None:
+    """Per lane: rows waiting in the outbox, the oldest row's age, the owning forwarder."""
+    import psycopg
+
+    from .outbox import OutboxTable, check_schema
+    from .outbox.stats import lane_backlog
+
+    outbox_table = OutboxTable(table)
+    with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
+        check_schema(conn, outbox_table)
+        lanes = lane_backlog(conn, outbox_table)
+    total = sum(lane.rows for lane in lanes)
+    oldest = max((lane.oldest_age_ms or 0 for lane in lanes), default=0)
+    if as_json:
+        body = {"rows": total, "oldest_age_ms": oldest, "lanes": [attrs.asdict(x) for x in lanes]}
+        _echo_json(body)
+        return
+    click.echo(f"{'lane':>5} {'rows':>9} {'oldest':>8}  owner")
+    for lane in lanes:
+        age = "-" if lane.oldest_age_ms is None else _duration(lane.oldest_age_ms)
+        click.echo(f"{lane.lane:>5} {lane.rows:>9} {age:>8}  {lane.owner or '-'}")
+    owners = sorted({lane.owner for lane in lanes if lane.owner})
+    click.echo(
+        f"total rows={total} oldest={_duration(oldest) if total else '-'} "
+        f"forwarders ({len(owners)}): {', '.join(owners) or 'none'}"
+    )

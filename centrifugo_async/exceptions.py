@@ -9,6 +9,9 @@
     ├── ReshardRefused              a reshard could not drain its shards in time; nothing changed
     ├── QueueUnavailable            Redis could not be reached or failed the command
     │   └── PartialPublish          publish_many: part of the batch enqueued, the rest not
+    ├── OutboxError                 the transactional outbox (PostgreSQL) was misused
+    │   ├── NotInTransaction        publish() outside a transaction: the row would commit alone
+    │   └── OutboxSchemaError       the outbox table is missing or of an unknown schema version
     ├── ConfigError                 bad relay configuration (names the key and its source)
     │   └── InvalidSetting          one setting's value is not allowed (``field`` names it)
     └── RelayFatalError             the relay cannot go on and must stop (exit non-zero)
@@ -31,6 +34,9 @@ __all__ = [
     "EnvelopeDecodeError",
     "InvalidMessage",
     "InvalidSetting",
+    "NotInTransaction",
+    "OutboxError",
+    "OutboxSchemaError",
     "PartialPublish",
     "PayloadTooLarge",
     "QueueUnavailable",
@@ -125,6 +131,23 @@ class PartialPublish(QueueUnavailable):
         """``Message`` objects whose outcome is unknown (the connection was lost before
         Redis answered). Retrying them is safe: a copy that went in twice is
         delivered once (same idempotency key) and version gates drop repeats."""
+
+
+class OutboxError(CentrifugoAsyncError):
+    """The transactional outbox cannot do what was asked (see its subclasses)."""
+
+
+class NotInTransaction(OutboxError):
+    """``outbox.publish`` was called on a connection that is not in a transaction.
+
+    In autocommit mode outside ``with conn.transaction()`` the outbox row would
+    commit on its own, apart from the change it announces: exactly the window
+    the outbox exists to close.
+    """
+
+
+class OutboxSchemaError(OutboxError):
+    """The outbox table does not exist, or its schema version is newer than this release."""
 
 
 class ConfigError(CentrifugoAsyncError, ValueError):

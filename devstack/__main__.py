@@ -1,4 +1,4 @@
-"""``python -m devstack up``: Redis + Centrifugo (+ relay) on loopback until stopped.
+"""``python -m devstack up``: Redis + Centrifugo (+ relay, + PostgreSQL) on loopback until stopped.
 
 Prints one JSON line with the addresses once everything is ready, then waits
 for SIGTERM/SIGINT (or, with ``--until-stdin-closes``, for its stdin to close,
@@ -14,6 +14,7 @@ import sys
 import threading
 from contextlib import ExitStack
 
+from .postgres import PostgresServer
 from .services import DEV_API_KEY, CentrifugoServer, RedisServer, RelayProcess
 
 
@@ -25,6 +26,7 @@ def main() -> None:
     up.add_argument("--centrifugo-port", type=int, default=0, help="0 picks a free port")
     up.add_argument("--relay", action="store_true", help="also run the relay")
     up.add_argument("--shards", type=int, default=16)
+    up.add_argument("--postgres", action="store_true", help="also run a private PostgreSQL cluster")
     up.add_argument("--until-stdin-closes", action="store_true")
     args = parser.parse_args()
 
@@ -43,6 +45,9 @@ def main() -> None:
             "http_url": f"http://127.0.0.1:{centrifugo.port}",
             "shards": args.shards,
         }
+        if args.postgres:
+            postgres = stack.enter_context(PostgresServer())
+            info["postgres_dsn"] = postgres.dsn
         if args.relay:
             relay = RelayProcess(
                 redis.url, centrifugo.api_url, DEV_API_KEY, "--shards", str(args.shards)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from signal import SIGTERM
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 __all__ = ["ChildProcess", "Managed", "stop_together", "wait_until_ready"]
 
@@ -104,6 +104,10 @@ class ChildProcess(Managed):
     def command(self) -> list[str]:
         return self.args
 
+    def popen_options(self) -> dict[str, Any]:
+        """Extra ``subprocess.Popen`` arguments (e.g. ``user``) for subclasses."""
+        return {}
+
     def ready(self) -> bool:
         return self.ready_line is None or any(
             line.strip() == self.ready_line for line in self.log().splitlines()
@@ -133,6 +137,7 @@ class ChildProcess(Managed):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                **self.popen_options(),
             )
         try:
             wait_until_ready(self.ready, self.describe(), self.start_timeout, self.process)

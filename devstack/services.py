@@ -87,17 +87,25 @@ class RedisServer(_Server):
 
     No persistence by default; ``persistent=True`` turns on the append-only file
     (fsync on every write) so data survives a restart. ``password`` sets
-    ``requirepass``; ``url`` then carries it.
+    ``requirepass``; ``url`` then carries it. ``maxmemory`` (bytes) caps the
+    memory with the policy the operations guide recommends, ``noeviction``:
+    once used memory reaches the cap, Redis refuses commands that may grow it.
     """
 
     name = "redis"
 
     def __init__(
-        self, port: int | None = None, *, password: str | None = None, persistent: bool = False
+        self,
+        port: int | None = None,
+        *,
+        password: str | None = None,
+        persistent: bool = False,
+        maxmemory: int | None = None,
     ) -> None:
         super().__init__(port)
         self.password = password
         self.persistent = persistent
+        self.maxmemory = maxmemory
 
     @property
     def url(self) -> str:
@@ -114,6 +122,11 @@ class RedisServer(_Server):
             else ["--appendonly", "no"]
         )
         auth = ["--requirepass", self.password] if self.password else []
+        memory = (
+            ["--maxmemory", str(self.maxmemory), "--maxmemory-policy", "noeviction"]
+            if self.maxmemory
+            else []
+        )
         return [
             binary,
             "--port",
@@ -124,6 +137,7 @@ class RedisServer(_Server):
             "",
             *durability,
             *auth,
+            *memory,
             "--dir",
             str(self.workdir),
             "--protected-mode",

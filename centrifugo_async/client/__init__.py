@@ -1,23 +1,28 @@
 """Subscriber-side helpers: apply each object's updates once, in version order.
 
-``VersionGate`` decides per key whether an envelope is new, newer, a duplicate or
-stale, in bounded memory. ``SyncedSubscription`` wraps a centrifuge-python
-subscription: it loads the app's state after subscribing, replays what arrived
-meanwhile through the gate, and reloads whenever recovery fails. It needs
-centrifuge-python only at run time, through the ``Client`` the app passes in.
+``VersionGate`` decides per key whether an envelope (an update or a delete) is new,
+newer, a duplicate or stale, in bounded memory, keeping tombstones of deleted
+objects. ``SyncedSubscription`` wraps a centrifuge-python subscription: it loads the
+app's state after subscribing, replays what arrived meanwhile through the gate,
+reloads whenever recovery fails, and reloads single objects without going backwards
+(``reload_key``). It needs centrifuge-python only at run time, through the
+``Client`` the app passes in.
 
 See ``docs/python-subscribers.md``.
 """
 
 from ..exceptions import SubscriptionLost
 from .data import envelope_from_data
-from .gate import Decision, DecisionReason, GateStats, VersionGate
+from .gate import Decision, DecisionReason, GateStats, Known, VersionGate
 from .synced import (
     ErrorCallback,
+    FetchCallback,
+    Fetched,
     LoadResult,
     ReadyCallback,
     ResyncCallback,
     SyncedSubscription,
+    SyncState,
     UpdateCallback,
     Versioned,
 )
@@ -26,11 +31,15 @@ __all__ = [
     "Decision",
     "DecisionReason",
     "ErrorCallback",
+    "FetchCallback",
+    "Fetched",
     "GateStats",
+    "Known",
     "LoadResult",
     "ReadyCallback",
     "ResyncCallback",
     "SubscriptionLost",
+    "SyncState",
     "SyncedSubscription",
     "UpdateCallback",
     "VersionGate",

@@ -23,10 +23,11 @@ from .envelope import (
 )
 from .ijson import MAX_DEPTH
 from .keys import DEFAULT_PREFIX, Keyspace, ShardKeys
-from .routing import MAX_SHARDS, shard_for
+from .routing import DEFAULT_SHARDS, MAX_SHARDS, shard_for
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "DEFAULT_SHARDS",
     "ENVELOPE_VERSION",
     "MAX_DEPTH",
     "MAX_OBJECT_VERSION",

@@ -10,6 +10,10 @@ Compatibility rules: ``v`` is the *major* schema version and changes only for a
 breaking change; readers reject majors they do not know. New fields are always
 optional with a default, and readers ignore fields they do not know, so adding
 one never breaks an old reader.
+
+A delete is an envelope with ``deleted: true`` and ``data: null``: the object
+``key`` is gone as of ``version``. A reader that predates the field sees an
+ordinary update whose data is null, at that version (see the protocol page).
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class Envelope(
     tags: dict[str, str] | None = None
     idempotency_key: _NonEmpty | None = None
     ttl_ms: _Positive | None = None
+    deleted: bool = False
+    """True for a delete: the object is gone as of ``version`` (``data`` is null)."""
 
     @property
     def effective_idempotency_key(self) -> str:
@@ -129,6 +135,10 @@ def decode_envelope(payload: bytes | str, *, raw_data: bool = False) -> Envelope
         envelope = _decode_checking_every_value(document)
     if envelope.v != ENVELOPE_VERSION:
         raise EnvelopeDecodeError(f"not a valid envelope: {_unknown_major(envelope.v)}")
+    if envelope.deleted and envelope.data is not None:
+        raise EnvelopeDecodeError(
+            "not a valid envelope: `data` must be null in a delete (`deleted` is true)"
+        )
     if raw_data:
         data = _raw_data_decoder.decode(document).data
         return msgspec.structs.replace(envelope, data=data)

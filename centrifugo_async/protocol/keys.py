@@ -21,7 +21,7 @@ import attrs
 from .routing import MAX_SHARDS
 from .topology import meta_key
 
-__all__ = ["DEFAULT_PREFIX", "Keyspace", "ShardKeys"]
+__all__ = ["DEFAULT_PREFIX", "Keyspace", "ShardKeys", "prefix_problem"]
 
 DEFAULT_PREFIX = "centrifugo.publish"
 
@@ -39,12 +39,20 @@ class ShardKeys:
     dlq: str
 
 
-def _check_prefix(_: object, __: attrs.Attribute[str], prefix: str) -> None:
+def prefix_problem(prefix: str) -> str | None:
+    """What is wrong with ``prefix`` as a key prefix, or None if it is fine."""
     if not prefix or any(c in prefix for c in "{}") or prefix != prefix.strip():
-        raise ValueError(
-            f"invalid prefix {prefix!r}: it must be non-empty, without braces or "
-            "surrounding spaces (braces would break the Redis Cluster hash tags)"
+        return (
+            "must be non-empty, without braces or surrounding spaces (braces would "
+            "break the Redis Cluster hash tags)"
         )
+    return None
+
+
+def _check_prefix(_: object, __: attrs.Attribute[str], prefix: str) -> None:
+    problem = prefix_problem(prefix)
+    if problem is not None:
+        raise ValueError(f"invalid prefix {prefix!r}: it {problem}")
 
 
 def _check_shards(_: object, __: attrs.Attribute[int], shards: int) -> None:

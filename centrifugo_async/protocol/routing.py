@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["MAX_SHARDS", "fnv1a_32", "shard_for"]
+__all__ = ["DEFAULT_SHARDS", "MAX_SHARDS", "fnv1a_32", "shard_for"]
 
 MAX_SHARDS = 4096
+
+DEFAULT_SHARDS = 16
+"""The shard count a publisher records when it is given none and Redis records none."""
 
 _FNV_OFFSET_BASIS = 0x811C9DC5
 _FNV_PRIME = 0x01000193

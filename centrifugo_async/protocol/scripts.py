@@ -1,7 +1,20 @@
 """Server-side Lua scripts: every state change of a shard is one atomic script.
 
 Each script touches only keys of a single shard (one Redis Cluster hash slot),
-except ``RECORD_TOPOLOGY``, which touches only the meta key.
+except ``RECORD_TOPOLOGY``, which touches only the meta key, and ``HEARTBEAT``,
+which touches only the relay group's key.
+
+Memory. The Redis holding the queues runs with ``maxmemory`` and the
+``noeviction`` policy (the operations guide says why): at the limit it refuses
+every command that may grow memory. Publishing grows memory and must be refused
+then; the relay's work only shrinks it (delivered messages leave Redis), so the
+relay must keep working to bring memory back under the limit. The scripts the
+relay runs on every round therefore declare ``#!lua flags=allow-oom`` (Redis 7
+or newer), which lets them run at the limit, and each one is written so that
+its net effect shrinks memory or keeps it flat, writing what it frees before
+what it adds; each says why below. A script that may grow memory
+(``ENQUEUE``, ``ACK_GROWING``, ``SEAL_SHARD``, ``RECORD_TOPOLOGY``, and the
+``ZADD`` that first adds a relay to its group) stays subject to the limit.
 """
 
 from __future__ import annotations
@@ -12,8 +25,11 @@ import attrs
 
 __all__ = [
     "ACK",
+    "ACK_GROWING",
+    "ACK_GROWS",
     "CLAIM",
     "ENQUEUE",
+    "HEARTBEAT",
     "LEASE_ACQUIRE",
     "LEASE_LOST",
     "LEASE_RELEASE",
@@ -25,6 +41,14 @@ __all__ = [
 
 TOPOLOGY_ERROR = "TOPOLOGY"
 LEASE_LOST = "LEASE_LOST"
+ACK_GROWS = "ACK_GROWS"
+"""The error ``ACK`` replies with when its dead letters outweigh what it removes."""
+
+_ALLOW_OOM = "#!lua flags=allow-oom\n"
+"""Runs even when Redis is at ``maxmemory``: only for scripts that never grow memory."""
+
+_SUBJECT_TO_MAXMEMORY = "#!lua\n"
+"""Declared flags, none of them: Redis refuses the whole script at ``maxmemory``."""
 
 
 @attrs.frozen
@@ -82,7 +106,10 @@ CLAIM = LuaScript(
     # when it is not empty (left by a crash, a takeover or a failed ack),
     # otherwise up to max_count / max_bytes messages moved atomically from the
     # queue to the in-flight list.
-    """
+    # allow-oom: it moves entries from one list to the other and creates
+    # nothing; the queue is trimmed before the in-flight list grows.
+    _ALLOW_OOM
+    + """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   return redis.error_reply('LEASE_LOST')
 end
@@ -103,35 +130,63 @@ for i = 1, #pending do
 end
 local n = #out - 1
 if redelivery == 0 and n > 0 then
+  redis.call('LTRIM', KEYS[1], n, -1)
   for i = 2, n + 1, 512 do
     redis.call('RPUSH', KEYS[2], unpack(out, i, math.min(i + 511, n + 1)))
   end
-  redis.call('LTRIM', KEYS[1], n, -1)
 end
 return out
 """,
 )
 
-ACK = LuaScript(
-    "ack",
-    # KEYS: inflight, lease, state, dlq
-    # ARGV: lease_value, n, delivered, expired, dead_letter_1 .. dead_letter_k
-    # Fenced by the lease value seen at claim time: removes the first n in-flight
-    # messages once Centrifugo accepted them (or they expired or were
-    # dead-lettered), and records dead letters and counters.
-    """
+_ACK_BODY = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return redis.error_reply('LEASE_LOST')
 end
-redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
+local n = tonumber(ARGV[2])
+if #ARGV > 4 and ARGV[5] == '1' then
+  local removed = 0
+  for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, n - 1)) do
+    removed = removed + #entry
+  end
+  local added = 0
+  for i = 6, #ARGV do added = added + #ARGV[i] end
+  if added > removed then
+    return redis.error_reply('ACK_GROWS dead letters of ' .. added ..
+      ' bytes for ' .. removed .. ' bytes removed')
+  end
+end
+redis.call('LTRIM', KEYS[1], n, -1)
 if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[3], 'delivered', ARGV[3]) end
 if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[3], 'expired', ARGV[4]) end
-if #ARGV > 4 then
-  redis.call('RPUSH', KEYS[4], unpack(ARGV, 5))
-  redis.call('HINCRBY', KEYS[3], 'dead_lettered', #ARGV - 4)
+if #ARGV > 5 then
+  redis.call('RPUSH', KEYS[4], unpack(ARGV, 6))
+  redis.call('HINCRBY', KEYS[3], 'dead_lettered', #ARGV - 5)
 end
 return 1
-""",
+"""
+
+ACK = LuaScript(
+    "ack",
+    # KEYS: inflight, lease, state, dlq
+    # ARGV: lease_value, n, delivered, expired, guard ('1'), dead_letter_1 .. dead_letter_k
+    # Fenced by the lease value seen at claim time: removes the first n in-flight
+    # messages once Centrifugo accepted them (or they expired or were
+    # dead-lettered), and records dead letters and counters.
+    # allow-oom: it trims the in-flight list first; the counters are a few
+    # fields of the shard's state hash, created once. Dead letters are larger
+    # than the entries they stand for, so with the guard set it replies
+    # ACK_GROWS, changing nothing, when they weigh more than the entries it
+    # removes; the relay then runs ACK_GROWING.
+    _ALLOW_OOM + _ACK_BODY,
+)
+
+ACK_GROWING = LuaScript(
+    "ack_growing",
+    # The same as ACK (called with guard '0'), for a batch whose dead letters
+    # weigh more than what it removes: subject to maxmemory, so at the limit
+    # Redis refuses it whole and the batch stays in flight until memory frees.
+    _SUBJECT_TO_MAXMEMORY + _ACK_BODY,
 )
 
 LEASE_ACQUIRE = LuaScript(
@@ -141,7 +196,12 @@ LEASE_ACQUIRE = LuaScript(
     # Renews the lease if it still holds exactly ``held_value``; otherwise, when the
     # lease is free and may_acquire is '1', takes it with a new fencing epoch.
     # Returns the lease value ("owner#epoch") now held, or nil.
-    """
+    # allow-oom: a renewal only moves an expiry. Taking a free lease recreates
+    # the one small key per shard that expired or was released, and overwrites
+    # two fields of the state hash: memory stays within what a shard's lease
+    # always takes, whatever the traffic.
+    _ALLOW_OOM
+    + """
 local current = redis.call('GET', KEYS[1])
 if current then
   if current == ARGV[3] then
@@ -162,11 +222,35 @@ return value
 LEASE_RELEASE = LuaScript(
     "lease_release",
     # KEYS: lease; ARGV: value. Frees the lease only if it still holds ``value``.
-    """
+    # allow-oom: it only deletes.
+    _ALLOW_OOM
+    + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+""",
+)
+
+HEARTBEAT = LuaScript(
+    "heartbeat",
+    # KEYS: relays; ARGV: owner, expires_ms, now_ms
+    # Drops the members whose heartbeat expired, then moves the expiry of
+    # ``owner`` if it is a member. Returns {renewed (1 or 0), member_1..member_k}.
+    # allow-oom: it deletes first and then only overwrites a score. Adding a
+    # relay that is not a member grows the set, so the caller does that with a
+    # plain ZADD, which Redis refuses at the limit.
+    _ALLOW_OOM
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local renewed = 0
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
+  renewed = 1
+end
+local out = {renewed}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do out[#out + 1] = member end
+return out
 """,
 )
 
@@ -188,7 +272,11 @@ return 1
 RECORD_TOPOLOGY = LuaScript(
     "record_topology",
     # KEYS: meta; ARGV: shards, now_ms. First writer wins; returns the recorded count.
+    # Reads first: a count that is already recorded is returned without a
+    # write, so a relay started with --shards starts at maxmemory too.
     """
+local recorded = redis.call('HGET', KEYS[1], 'shards')
+if recorded then return recorded end
 redis.call('HSETNX', KEYS[1], 'shards', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'created_ms', ARGV[2])
 return redis.call('HGET', KEYS[1], 'shards')

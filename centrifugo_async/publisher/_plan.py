@@ -6,6 +6,12 @@ the script only splices in the number it assigns. The twins run the calls in a
 single pipeline through an ``EnqueueRun``, which keeps track of what Redis
 answered, decides what to send again, and turns the answers into envelopes or
 the typed error (``PartialPublish`` when part of a batch went in).
+
+The steps are also offered one by one (``draft_envelope``, ``encode_draft``,
+``split_at_seq``) for the transactional outbox, which validates and encodes at
+``publish`` time like the twins (the same JSON profile, ``protocol.ijson``),
+stores the encoding in a table, and splits it around ``seq`` only when its
+forwarder enqueues it.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from ..protocol.routing import shard_for
 from ..protocol.scripts import ENQUEUE, TOPOLOGY_ERROR
 from .message import Message
 
-_CHUNK = 1000
+ENQUEUE_CHUNK = 1000
+"""Most envelopes per ``ENQUEUE`` call: bigger groups are split into several calls."""
 _SEQ_PLACEHOLDER = 1
 _SEQ_MARKER = b'"seq":1,'
 
@@ -154,22 +161,30 @@ def _failure(reply: BaseException) -> Exception:
     return translate_redis_error(reply)
 
 
-def plan(messages: Iterable[Message], keyspace: Keyspace, max_payload_bytes: int) -> EnqueuePlan:
+def plan(
+    messages: Iterable[Message],
+    keyspace: Keyspace,
+    max_payload_bytes: int,
+    *,
+    created_ms: int | None = None,
+) -> EnqueuePlan:
     """Validate and encode every message, then group them by shard.
 
-    Everything that can fail on bad input fails here, before any I/O.
+    Everything that can fail on bad input fails here, before any I/O. The
+    envelopes' ``ts`` is now, unless ``created_ms`` gives it (a dead-letter
+    replay keeps the original, so that ``ttl_ms`` still bounds lateness).
     """
-    created_ms = now_ms()
+    created_ms = now_ms() if created_ms is None else created_ms
     groups: dict[int, ScriptCall] = {}
     calls: list[ScriptCall] = []
     batch = list(messages)
     for position, message in enumerate(batch):
         if not isinstance(message, Message):
             raise InvalidMessage(f"publish_many expects Message objects, got {message!r}")
-        draft = _draft(message, keyspace.shards, created_ms)
-        head, tail = _split_at_seq(draft, max_payload_bytes)
+        draft = draft_envelope(message, keyspace.shards, created_ms)
+        head, tail = split_at_seq(encode_draft(draft, max_payload_bytes))
         call = groups.get(draft.shard)
-        if call is None or len(call.drafts) >= _CHUNK:
+        if call is None or len(call.drafts) >= ENQUEUE_CHUNK:
             call = ScriptCall(keyspace.shard(draft.shard), [str(keyspace.shards)], [], [])
             groups[draft.shard] = call
             calls.append(call)
@@ -179,7 +194,8 @@ def plan(messages: Iterable[Message], keyspace: Keyspace, max_payload_bytes: int
     return EnqueuePlan(calls, batch)
 
 
-def _draft(message: Message, shards: int, now_ms: int) -> Envelope[Any]:
+def draft_envelope(message: Message, shards: int, created_ms: int) -> Envelope[Any]:
+    """The envelope of ``message`` routed over ``shards``, with a placeholder ``seq``."""
     return Envelope(
         v=ENVELOPE_VERSION,
         channel=message.channel,
@@ -187,19 +203,19 @@ def _draft(message: Message, shards: int, now_ms: int) -> Envelope[Any]:
         version=message.version,
         seq=_SEQ_PLACEHOLDER,
         shard=shard_for(message.key, shards),
-        ts=now_ms,
+        ts=created_ms,
         data=message.data,
         tags=dict(message.tags) if message.tags is not None else None,
         idempotency_key=message.idempotency_key,
         ttl_ms=message.ttl_ms,
+        deleted=message.deleted,
     )
 
 
-def _split_at_seq(draft: Envelope[Any], max_payload_bytes: int) -> tuple[bytes, bytes]:
-    """Encode ``draft`` and cut it around the ``seq`` value.
+def encode_draft(draft: Envelope[Any], max_payload_bytes: int) -> bytes:
+    """The canonical bytes of ``draft``, refused if ``data`` is not JSON or it is too large.
 
-    ``seq`` is encoded after ``v``, ``channel``, ``key`` and ``version``; string
-    values escape their quotes, so the first ``"seq":1,`` is always the field.
+    The limit leaves room for the longest ``seq`` the enqueue script may splice in.
     """
     try:
         encoded = ijson.encode(draft)
@@ -215,9 +231,28 @@ def _split_at_seq(draft: Envelope[Any], max_payload_bytes: int) -> tuple[bytes, 
             f"envelope for key {draft.key!r} is {len(encoded)} bytes, over the "
             f"limit of {max_payload_bytes} bytes (max_payload_bytes)"
         )
+    return encoded
+
+
+def split_at_seq(encoded: bytes) -> tuple[bytes, bytes]:
+    """Cut an encoded draft around its ``seq`` value: the two halves ``ENQUEUE`` joins.
+
+    ``seq`` is encoded after ``v``, ``channel``, ``key`` and ``version``; string
+    values escape their quotes, so the first ``"seq":1,`` is always the field.
+    """
     head, marker, tail = encoded.partition(_SEQ_MARKER)
-    assert marker, "envelope encoding lost its seq field"
+    if not marker:
+        raise InvalidMessage("not an encoded draft envelope: its placeholder seq is missing")
     return head + b'"seq":', b"," + tail
+
+
+def _draft(message: Message, shards: int, now_ms: int) -> Envelope[Any]:
+    return draft_envelope(message, shards, now_ms)
+
+
+def _split_at_seq(draft: Envelope[Any], max_payload_bytes: int) -> tuple[bytes, bytes]:
+    """Encode ``draft`` and cut it around the ``seq`` value."""
+    return split_at_seq(encode_draft(draft, max_payload_bytes))
 
 
 def translate_redis_error(exc: BaseException) -> Exception:

@@ -22,6 +22,7 @@ from ..connection import (
 from ..protocol import topology
 from ..protocol.envelope import Envelope
 from ..protocol.keys import DEFAULT_PREFIX, Keyspace
+from ..protocol.routing import DEFAULT_SHARDS
 from ..protocol.scripts import ENQUEUE
 from ._plan import EnqueuePlan, EnqueueRun, plan, translate_redis_error
 from .message import Message
@@ -41,7 +42,7 @@ class _PublisherBase(Generic[ClientT]):
         self,
         client: ClientT,
         *,
-        shards: int = 16,
+        shards: int = DEFAULT_SHARDS,
         prefix: str = DEFAULT_PREFIX,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         owns_client: bool = False,
@@ -91,6 +92,25 @@ class _PublisherBase(Generic[ClientT]):
         message = Message(channel, data, key, version, tags, idempotency_key, ttl_ms)
         return plan((message,), self.keyspace, self.max_payload_bytes)
 
+    def _plan_delete(
+        self,
+        channel: str,
+        key: str,
+        version: int,
+        tags: Mapping[str, str] | None,
+        idempotency_key: str | None,
+        ttl_ms: int | None,
+    ) -> EnqueuePlan:
+        message = Message.delete(
+            channel,
+            key=key,
+            version=version,
+            tags=tags,
+            idempotency_key=idempotency_key,
+            ttl_ms=ttl_ms,
+        )
+        return plan((message,), self.keyspace, self.max_payload_bytes)
+
 
 class Publisher(_PublisherBase[SyncRedisClient]):
     """Synchronous publisher over a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
@@ -129,8 +149,28 @@ class Publisher(_PublisherBase[SyncRedisClient]):
         batch = self._plan_one(channel, data, key, version, tags, idempotency_key, ttl_ms)
         return self._run(batch)[0]
 
+    def delete(
+        self,
+        channel: str,
+        *,
+        key: str,
+        version: int,
+        tags: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        ttl_ms: int | None = None,
+    ) -> Envelope[Any]:
+        """Enqueue a delete of object ``key`` as of ``version`` for ``channel``.
+
+        Travels like an update (same shard, same order per key); subscribers remove
+        the object and drop any older update of it that arrives later. ``version``
+        must be newer than the object's last update (see ``Message.delete``).
+        """
+        batch = self._plan_delete(channel, key, version, tags, idempotency_key, ttl_ms)
+        return self._run(batch)[0]
+
     def publish_many(self, items: Iterable[Message]) -> list[Envelope[Any]]:
-        """Enqueue many messages; per key, the order of ``items`` is kept.
+        """Enqueue many messages (updates and ``Message.delete``s); per key, the
+        order of ``items`` is kept.
 
         Each shard's messages are one atomic script call, but the calls of one
         batch are independent: Redis may run some and refuse others (memory
@@ -214,6 +254,20 @@ class AsyncPublisher(_PublisherBase[AsyncRedisClient]):
     ) -> Envelope[Any]:
         """Enqueue one update of object ``key`` at ``version`` for ``channel``."""
         batch = self._plan_one(channel, data, key, version, tags, idempotency_key, ttl_ms)
+        return (await self._run(batch))[0]
+
+    async def delete(
+        self,
+        channel: str,
+        *,
+        key: str,
+        version: int,
+        tags: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        ttl_ms: int | None = None,
+    ) -> Envelope[Any]:
+        """Enqueue a delete of object ``key`` as of ``version`` (see ``Publisher.delete``)."""
+        batch = self._plan_delete(channel, key, version, tags, idempotency_key, ttl_ms)
         return (await self._run(batch))[0]
 
     async def publish_many(self, items: Iterable[Message]) -> list[Envelope[Any]]:

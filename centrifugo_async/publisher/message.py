@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import attrs
 
@@ -29,13 +29,14 @@ def _utf8(name: str, value: str) -> None:
 
 @attrs.frozen
 class Message:
-    """One update of one object, as given to ``publish`` / ``publish_many``.
+    """One update (or delete) of one object, as given to ``publish`` / ``publish_many``.
 
     Validation happens here, at construction, so a batch with one bad message is
     refused before any of it reaches Redis. ``data`` is checked when it is
     encoded (``publish`` / ``publish_many``): it must be JSON every subscriber
     can decode (``protocol.ijson``: no NaN or infinity, no lone surrogate,
     nesting within the limit, numbers within the range of a double).
+    ``Message.delete(...)`` builds a delete: ``deleted=True`` and no data.
     """
 
     channel: str
@@ -45,6 +46,26 @@ class Message:
     tags: Mapping[str, str] | None = None
     idempotency_key: str | None = None
     ttl_ms: int | None = None
+    deleted: bool = False
+
+    @classmethod
+    def delete(
+        cls,
+        channel: str,
+        *,
+        key: str,
+        version: int,
+        tags: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        ttl_ms: int | None = None,
+    ) -> Self:
+        """A delete of object ``key`` as of ``version``.
+
+        ``version`` must be newer than the object's last update (bump it on delete,
+        as for any change): one object version is one message, and subscribers
+        drop a delete at a version they already hold as a duplicate.
+        """
+        return cls(channel, None, key, version, tags, idempotency_key, ttl_ms, deleted=True)
 
     def __attrs_post_init__(self) -> None:
         _non_empty_str("channel", self.channel)
@@ -70,3 +91,7 @@ class Message:
             isinstance(self.ttl_ms, bool) or not isinstance(self.ttl_ms, int) or self.ttl_ms < 1
         ):
             raise InvalidMessage(f"`ttl_ms` must be a positive integer, got {self.ttl_ms!r}")
+        if not isinstance(self.deleted, bool):
+            raise InvalidMessage(f"`deleted` must be a bool, got {self.deleted!r}")
+        if self.deleted and self.data is not None:
+            raise InvalidMessage("a delete carries no data: `data` must be None when `deleted`")

@@ -14,7 +14,12 @@ idle connections are kept for reuse. Every failure raises ``TransportError``
 and closes the connection: cause ``TIMEOUT`` when the response (or the
 connection) took longer than allowed, ``NETWORK`` for everything else (refused,
 reset, closed mid-response, a status line or header that is not HTTP/1.x or is
-too long); the caller decides whether to retry.
+too long, a body over ``max_body_bytes``); the caller decides whether to retry.
+
+Bounds: at most ``max_connections`` connections are open at once (a request
+beyond that waits for one, within its timeout), and a response body is read
+only up to ``max_body_bytes``, so neither a burst of shards nor a server gone
+wrong can exhaust the relay's sockets or memory.
 """
 
 from __future__ import annotations
@@ -26,9 +31,17 @@ from urllib.parse import urlsplit
 
 from .transport import Response, TransportCause, TransportError
 
-__all__ = ["KeepAliveClient"]
+__all__ = ["MAX_BODY_BYTES", "MAX_CONNECTIONS", "KeepAliveClient"]
 
 _MAX_HEADER_BYTES = 64 * 1024
+
+MAX_BODY_BYTES = 1 << 20
+"""Largest response body read (a reply to 4,000 commands is well under 100 KiB)."""
+
+MAX_CONNECTIONS = 64
+"""Most connections open at once, by default."""
+
+_READ_SIZE = 64 * 1024
 
 _BROKEN_EXCHANGE = (
     OSError,  # refused, reset, unreachable (ConnectionError and socket errors)
@@ -55,7 +68,8 @@ class KeepAliveClient:
         *,
         timeout: float,
         connect_timeout: float,
-        max_idle: int = 64,
+        max_connections: int = MAX_CONNECTIONS,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -68,7 +82,8 @@ class KeepAliveClient:
         self._fixed_headers = f"Host: {host_header}\r\n{fixed}".encode("latin-1")
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._max_idle = max_idle
+        self.max_body_bytes = max_body_bytes
+        self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
         self._closed = False
 
@@ -84,11 +99,15 @@ class KeepAliveClient:
         )
         connection: _Connection | None = None
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout), self._slots:
                 connection = self._take_idle() or await self._connect()
                 reader, writer = connection
                 writer.write(request)
-                status, body, keep_alive = await _read_response(reader)
+                status, body, keep_alive = await _read_response(reader, self.max_body_bytes)
+                if keep_alive and not self._closed:
+                    self._idle.append(connection)
+                else:
+                    _close(connection)
         except TimeoutError as exc:
             if connection is not None:
                 _close(connection)
@@ -106,10 +125,6 @@ class KeepAliveClient:
             if connection is not None:
                 _close(connection)
             raise
-        if keep_alive and not self._closed and len(self._idle) < self._max_idle:
-            self._idle.append(connection)
-        else:
-            _close(connection)
         return Response(status, body)
 
     def _take_idle(self) -> _Connection | None:
@@ -139,8 +154,8 @@ class KeepAliveClient:
             _close(connection)
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """Status, body and whether the connection may be reused."""
+async def _read_response(reader: asyncio.StreamReader, limit: int) -> tuple[int, bytes, bool]:
+    """Status, body (at most ``limit`` bytes) and whether the connection may be reused."""
     while True:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -173,14 +188,17 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
     if status in (204, 304):
         return status, b"", keep_alive
     if chunked:
-        return status, await _read_chunked(reader), keep_alive
+        return status, await _read_chunked(reader, limit), keep_alive
     if length is not None:
+        if not 0 <= length <= limit:
+            raise ValueError(_too_large(f"a Content-Length of {length}", limit))
         return status, await reader.readexactly(length), keep_alive
-    return status, await reader.read(), False
+    return status, await _read_until_close(reader, limit), False
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
     parts: list[bytes] = []
+    total = 0
     while True:
         size_line = await reader.readuntil(b"\r\n")
         size = int(size_line.split(b";", 1)[0].strip(), 16)
@@ -189,8 +207,26 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             while await reader.readuntil(b"\r\n") != b"\r\n":
                 pass
             return b"".join(parts)
+        total += size
+        if total > limit:
+            raise ValueError(_too_large(f"chunks of {total} bytes", limit))
         parts.append(await reader.readexactly(size))
         await reader.readexactly(2)
+
+
+async def _read_until_close(reader: asyncio.StreamReader, limit: int) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while chunk := await reader.read(_READ_SIZE):
+        total += len(chunk)
+        if total > limit:
+            raise ValueError(_too_large(f"over {limit} bytes before the end", limit))
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(what: str, limit: int) -> str:
+    return f"response body too large: {what} (the limit is {limit} bytes)"
 
 
 def _close(connection: _Connection) -> None:

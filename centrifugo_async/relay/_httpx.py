@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import httpx
 
+from ._http11 import MAX_BODY_BYTES
 from .transport import Response, TransportCause, TransportError
 
 __all__ = ["HttpxTransport"]
@@ -20,7 +21,7 @@ class HttpxTransport:
 
     ``transport`` replaces httpx's network layer (``httpx.MockTransport`` in unit
     tests). Timeouts end as ``TransportError`` with cause ``TIMEOUT``, every other
-    request failure with cause ``NETWORK``.
+    request failure, and a body over ``max_body_bytes``, with cause ``NETWORK``.
     """
 
     def __init__(
@@ -31,9 +32,11 @@ class HttpxTransport:
         timeout: float,
         connect_timeout: float,
         max_connections: int = 64,
+        max_body_bytes: int = MAX_BODY_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.max_body_bytes = max_body_bytes
         self._client = httpx.AsyncClient(
             headers=dict(headers),
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -45,12 +48,22 @@ class HttpxTransport:
 
     async def post(self, path: str, body: bytes) -> Response:
         try:
-            response = await self._client.post(f"{self.base_url}{path}", content=body)
+            async with self._client.stream("POST", f"{self.base_url}{path}", content=body) as r:
+                parts: list[bytes] = []
+                total = 0
+                async for chunk in r.aiter_bytes():
+                    total += len(chunk)
+                    if total > self.max_body_bytes:
+                        raise TransportError(
+                            TransportCause.NETWORK,
+                            f"response body too large: over {self.max_body_bytes} bytes",
+                        )
+                    parts.append(chunk)
+                return Response(r.status_code, b"".join(parts))
         except httpx.TimeoutException as exc:
             raise TransportError(TransportCause.TIMEOUT, _detail(exc)) from exc
         except httpx.RequestError as exc:
             raise TransportError(TransportCause.NETWORK, _detail(exc)) from exc
-        return Response(response.status_code, response.content)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -272,7 +272,7 @@ def open_transport(
             headers,
             timeout=timeout,
             connect_timeout=connect_timeout,
-            max_idle=max_connections,
+            max_connections=max_connections,
         )
     return HttpxTransport(
         api_url,

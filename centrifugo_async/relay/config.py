@@ -14,7 +14,12 @@ Raw values are parsed by the setting's type (``KINDS``), the same way from each
 source. ``load_settings`` merges defaults < file < environment < flags,
 validates the result and reports any problem as a ``ConfigError`` naming the key
 and where it came from. ``describe`` renders the effective configuration with
-its sources and the secrets masked (``centrifugo-async config check``).
+its sources and the secrets masked (``centrifugo-async config check``), and
+``effective`` the same as JSON values (``config check --json``).
+
+The API key is best given in the environment or in a file (``api_key_file``,
+read here); ``exposed_on_command_line`` names the secrets that were passed as
+flags instead, which every local user can read in ``ps``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 import attrs
 
 from ..exceptions import ConfigError
+from ..logs import mask_url
 from .settings import (
     ENV_PREFIX,
     SETTINGS,
@@ -47,6 +53,8 @@ __all__ = [
     "KINDS",
     "ValueKind",
     "describe",
+    "effective",
+    "exposed_on_command_line",
     "kind_of",
     "load_settings",
     "mask_url",
@@ -195,6 +203,8 @@ def load_settings(
     for name, value in (flags or {}).items():
         if value is not None:
             values[name], origin[name] = value, setting_named(name).flag
+    if values.get("api_key_file"):
+        values["api_key"], origin["api_key"] = _read_api_key(values, origin)
     try:
         settings = RelaySettings(**values)
     except InvalidSetting as exc:
@@ -203,6 +213,40 @@ def load_settings(
     for setting in SETTINGS:
         origin.setdefault(setting.name, "default")
     return settings, origin
+
+
+def _read_api_key(values: Mapping[str, Any], origin: Mapping[str, str]) -> tuple[str, str]:
+    """The key in the file ``api_key_file`` names, and where it came from."""
+    path, given_by = values["api_key_file"], origin["api_key_file"]
+    if values.get("api_key"):
+        raise InvalidSetting(
+            "api_key_file",
+            f"give the API key once: api_key_file ({given_by}) and api_key "
+            f"({origin['api_key']}) are both set",
+        )
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InvalidSetting(
+            "api_key_file", f"cannot read api_key_file {path}: {reason} (from {given_by})"
+        ) from None
+    if not key:
+        raise InvalidSetting("api_key_file", f"api_key_file {path} is empty (from {given_by})")
+    return key, f"file {path} ({given_by})"
+
+
+def exposed_on_command_line(settings: RelaySettings, origin: Mapping[str, str]) -> list[str]:
+    """Flags that carried a secret: the API key, or a URL with a password."""
+    exposed = []
+    for setting in SETTINGS:
+        if origin.get(setting.name) != setting.flag:
+            continue
+        value = getattr(settings, setting.name)
+        carries_password = isinstance(setting.check, Schemes) and mask_url(value) != value
+        if setting.secret or carries_password:
+            exposed.append(setting.flag)
+    return exposed
 
 
 def _parse(setting: Setting, raw: object, label: str) -> Any:
@@ -265,6 +309,35 @@ def describe(settings: RelaySettings, origin: Mapping[str, str]) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
+def effective(settings: RelaySettings, origin: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """What ``describe`` shows, as JSON values: per setting, its value and source.
+
+    Keyed by setting name, each entry holds ``value`` (secrets and URL passwords
+    masked, late-delivery ages in milliseconds, null for "never" or an unset
+    shard count), the ``toml`` key and ``source``.
+    """
+    result = {}
+    for setting in SETTINGS:
+        value: Any = getattr(settings, setting.name)
+        if setting.secret:
+            value = "***" if value else ""
+        elif isinstance(setting.check, Schemes) and isinstance(value, str):
+            value = mask_url(value)
+        elif isinstance(value, tuple):
+            value = [
+                {"pattern": v.pattern, "max_age_ms": v.max_age_ms}
+                if isinstance(v, LatePolicy)
+                else v
+                for v in value
+            ]
+        result[setting.name] = {
+            "value": value,
+            "toml": setting.toml,
+            "source": origin.get(setting.name, "default"),
+        }
+    return result
+
+
 def _render(setting: Setting, value: object) -> str:
     if setting.secret:
         return '"***"' if value else '""'
@@ -277,8 +350,3 @@ def _render(setting: Setting, value: object) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(f'"{v}"' for v in value) + "]"
     return "0" if value is None else str(value)
-
-
-def mask_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)

@@ -1,29 +1,29 @@
-"""``/health`` and ``/metrics`` on one small HTTP server, plus the sampler that feeds them.
+"""``/health``, ``/livez`` and ``/metrics`` (the shared ``StatusServer``), plus the sampler.
 
 The sampler runs in the relay's event loop every few seconds: it pings Redis,
 probes Centrifugo with an empty batch, and reads depth, in-flight count and lag
 of the shards this relay owns into the gauges. ``/health`` answers from the last
 sample (200 or 503 with the problems listed), so a health check never waits on
-Redis or Centrifugo itself. The server runs in a daemon thread and binds to
-127.0.0.1 unless told otherwise.
+Redis or Centrifugo itself; a sample older than ``STALE_AFTER`` intervals is a
+problem of its own, since a sampler that stopped (a hung call, a stuck event
+loop) would otherwise keep the last good answer forever. ``/livez`` asks only
+whether the event loop still runs callbacks, for a liveness probe: a relay
+waiting for Redis or Centrifugo is alive, one whose loop is stuck is not.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import attrs
 import redis.exceptions
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .._clock import now_ms
 from .._retry import wait_for_event
+from .._status_server import LIVENESS_TIMEOUT, StatusServer, loop_responds
 from ..connection import AsyncRedisClient
 from ..exceptions import RelayFatalError
 from ..protocol.keys import Keyspace
@@ -32,9 +32,19 @@ from .api import CentrifugoAPI, Verdict
 from .lease import LeaseKeeper
 from .metrics import RelayMetrics
 
-__all__ = ["HealthServer", "HealthState", "Sampler"]
+__all__ = [
+    "LIVENESS_TIMEOUT",
+    "STALE_AFTER",
+    "HealthServer",
+    "HealthState",
+    "Sampler",
+    "loop_responds",
+]
 
 log = logging.getLogger("centrifugo_async.relay")
+
+STALE_AFTER = 3
+"""A sample older than this many sample intervals makes ``/health`` answer 503."""
 
 
 @attrs.define
@@ -42,6 +52,8 @@ class HealthState:
     """The latest sample; read by the HTTP thread, written by the event loop."""
 
     relay_id: str
+    sample_interval: float
+    """Seconds between samples (the lease renewal interval)."""
     phase: str = "starting: checking Centrifugo and Redis"
     """What the relay is doing before its first sample (then "running")."""
     redis_ok: bool = False
@@ -51,14 +63,28 @@ class HealthState:
     stuck: dict[int, float] = attrs.Factory(dict)
     """Owned shards whose oldest message waits longer than ``stuck_after`` (seconds)."""
     owned: int = 0
+    unowned: int = 0
+    """Shards no relay held a lease on (counted only when this relay owns none)."""
     sampled_at: float = 0.0
 
-    def report(self) -> tuple[bool, dict[str, Any]]:
+    def report(self, now: float | None = None) -> tuple[bool, dict[str, Any]]:
+        now = time.time() if now is None else now
         problems = []
         if not self.sampled_at:
             problems.append(self.phase)
         else:
+            age = now - self.sampled_at
+            if age > STALE_AFTER * self.sample_interval:
+                problems.append(
+                    f"last sample is {age:.1f}s old (sampled every "
+                    f"{self.sample_interval:.1f}s): the relay is stuck on Redis, "
+                    "Centrifugo or its event loop"
+                )
             problems.extend(self._reachability())
+            if self.owned == 0 and self.unowned:
+                problems.append(
+                    f"holds no lease while {self.unowned} shards have no owner: it cannot take them"
+                )
         problems.extend(
             f"shard {shard} stuck: oldest message waits {lag:.1f}s"
             for shard, lag in sorted(self.stuck.items())
@@ -105,6 +131,9 @@ class Sampler:
         self._exported: set[int] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        # The first sample waits for the lease keeper's first round, so that a
+        # relay about to take its shards is not reported as owning none.
+        await wait_for_event(self._leases.ticked, self._interval)
         while not stop.is_set():
             await self.sample()
             await wait_for_event(stop, self._interval)
@@ -118,8 +147,11 @@ class Sampler:
         except RelayFatalError as exc:
             state.centrifugo_ok, state.centrifugo_error = False, str(exc)
         held = self._leases.held_shards()
+        unowned = 0
         try:
             depths = await self._shard_depths(held)
+            if not held:
+                unowned = await self._unowned_shards()
             state.redis_ok, state.redis_error = True, ""
         except redis.exceptions.RedisError as exc:
             state.redis_ok, state.redis_error = False, str(exc)
@@ -141,7 +173,15 @@ class Sampler:
         self._exported = sampled
         state.stuck = stuck
         state.owned = len(held)
+        state.unowned = unowned
         state.sampled_at = time.time()
+
+    async def _unowned_shards(self) -> int:
+        """How many shards have no lease at all (asked only when this relay owns none)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for keys in self._keyspace.all_shards():
+            pipe.exists(keys.lease)
+        return sum(1 for exists in await pipe.execute() if not exists)
 
     async def _shard_depths(self, shards: list[int]) -> list[ShardDepth]:
         """Depth and oldest message of each owned shard, after a ping (so even a
@@ -156,50 +196,18 @@ class Sampler:
         return probe.read(await pipe.execute())
 
 
-class HealthServer:
-    """Serves ``GET /metrics`` (Prometheus text) and ``GET /health`` (JSON)."""
+class HealthServer(StatusServer):
+    """Serves ``GET /metrics``, ``GET /health`` and ``GET /livez`` for the relay.
 
-    def __init__(self, host: str, port: int, metrics: RelayMetrics, state: HealthState) -> None:
-        handler = _handler(metrics, state)
-        try:
-            self._server = ThreadingHTTPServer((host, port), handler)
-        except OSError as exc:
-            raise RelayFatalError(
-                f"cannot serve metrics on {host}:{port}: {exc.strerror} "
-                "(choose another --metrics-port, or 0 to disable)"
-            ) from None
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+    ``loop`` is the relay's event loop, which ``/livez`` checks.
+    """
 
-    def start(self) -> None:
-        self._thread.start()
-        log.info("serving /metrics and /health port=%d", self.port)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _handler(metrics: RelayMetrics, state: HealthState) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
-            elif self.path == "/health":
-                healthy, body = state.report()
-                self._send(200 if healthy else 503, "application/json", json.dumps(body).encode())
-            else:
-                self._send(404, "text/plain", b"not found\n")
-
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # scrapes every few seconds would drown the relay's own log
-
-    return Handler
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: RelayMetrics,
+        state: HealthState,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(host, port, metrics.registry, state.report, log, loop=loop)

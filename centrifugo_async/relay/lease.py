@@ -15,6 +15,12 @@ move or remove a message even if it later wins the same shard again: its old
 batch carries the old epoch. Before each send the worker also checks, locally,
 that at least a third of the TTL is left, counted from before the renewal was
 sent. What remains is documented in docs/scaling.md.
+
+Renewals, the heartbeat and taking a free lease keep working when Redis is at
+``maxmemory`` (their scripts never grow memory, see ``protocol.scripts``), so a
+full Redis does not cost the relay its shards while it drains them. Only
+joining the group for the first time is refused then; the relay still takes
+its share, counting itself, and joins once Redis has room.
 """
 
 from __future__ import annotations
@@ -29,11 +35,14 @@ from .._clock import now_ms
 from .._retry import wait_for_event
 from ..connection import AsyncRedisClient
 from ..protocol.keys import Keyspace
-from ..protocol.scripts import LEASE_ACQUIRE, LEASE_RELEASE
+from ..protocol.scripts import HEARTBEAT, LEASE_ACQUIRE, LEASE_RELEASE
 
-__all__ = ["LeaseKeeper", "fair_share"]
+__all__ = ["RELEASE_TIMEOUT", "LeaseKeeper", "fair_share"]
 
 log = logging.getLogger("centrifugo_async.relay")
+
+RELEASE_TIMEOUT = 2.0
+"""Seconds ``release_all`` may take; leases it could not release expire by their TTL."""
 
 
 def fair_share(shards: int, members: list[str], me: str) -> int:
@@ -60,7 +69,11 @@ class LeaseKeeper:
         self._acquired = [asyncio.Event() for _ in range(shards)]
         self._acquire = client.register_script(LEASE_ACQUIRE.source)
         self._release = client.register_script(LEASE_RELEASE.source)
+        self._heartbeat_script = client.register_script(HEARTBEAT.source)
+        self._join_refused = False
         self.members: list[str] = [owner]
+        self.ticked = asyncio.Event()
+        """Set once the first round of renewals and acquisitions ended (well or not)."""
 
     # What workers ask.
 
@@ -80,6 +93,13 @@ class LeaseKeeper:
         return self._releasing[shard]
 
     async def wait_acquired(self, shard: int, seconds: float) -> None:
+        """Wait up to ``seconds`` for the next renewal or acquisition of ``shard``.
+
+        Only a renewal from now on counts: a lease that is held but too close to
+        its expiry to use (renewals failing) must not wake the worker at once,
+        again and again, for as long as Redis does not answer.
+        """
+        self._acquired[shard].clear()
         await wait_for_event(self._acquired[shard], seconds)
 
     def lost(self, shard: int) -> None:
@@ -138,13 +158,27 @@ class LeaseKeeper:
         return (not preferred, shard)
 
     async def _heartbeat(self) -> list[str]:
+        """Renew this relay's membership (join first if needed); the live members, sorted."""
         beat_ms = now_ms()
-        pipe = self._redis.pipeline(transaction=False)
+        expires_ms = beat_ms + int(self.ttl * 1000)
         key = self._keyspace.relays
-        pipe.zadd(key, {self.owner: beat_ms + int(self.ttl * 1000)})
-        pipe.zremrangebyscore(key, "-inf", beat_ms)
-        pipe.zrange(key, 0, -1)
-        *_, members = await pipe.execute()
+        renewed, *members = await self._heartbeat_script(
+            keys=[key], args=[self.owner, expires_ms, beat_ms]
+        )
+        if not renewed:
+            try:
+                await self._redis.zadd(key, {self.owner: expires_ms})
+            except redis.exceptions.OutOfMemoryError:
+                if not self._join_refused:
+                    log.warning(
+                        "cannot join the relay group while Redis is at maxmemory relay=%s "
+                        "(taking this relay's share anyway)",
+                        self.owner,
+                    )
+                self._join_refused = True
+            else:
+                self._join_refused = False
+                members.append(self.owner.encode())
         return sorted(m.decode() for m in members)
 
     async def _renew_or_take(self, shard: int, *, may_acquire: bool) -> bool:
@@ -179,12 +213,30 @@ class LeaseKeeper:
                 await self.tick()
             except redis.exceptions.RedisError as exc:
                 log.warning("lease renewal failed relay=%s error=%s", self.owner, exc)
+            self.ticked.set()
             await wait_for_event(stop, self.ttl / 3)
 
     async def release_all(self) -> None:
-        """Hand every lease back and leave the group, so others take over at once."""
-        for shard in range(self._keyspace.shards):
-            await self.release(shard)
+        """Hand every lease back and leave the group, so others take over at once.
+
+        All at once and for at most ``RELEASE_TIMEOUT`` seconds: a Redis that hangs must
+        not hold the shutdown (one release after another, each waiting for its
+        socket timeout, took over a minute). A lease left behind expires by
+        itself after its TTL.
+        """
+        held = [shard for shard in range(self._keyspace.shards) if self._values[shard]]
+        steps = [*(self.release(shard) for shard in held), self._leave()]
+        try:
+            async with asyncio.timeout(RELEASE_TIMEOUT):
+                await asyncio.gather(*steps)
+        except TimeoutError:
+            log.warning(
+                "releasing leases timed out after %.1fs relay=%s (they expire by themselves)",
+                RELEASE_TIMEOUT,
+                self.owner,
+            )
+
+    async def _leave(self) -> None:
         try:
             await self._redis.zrem(self._keyspace.relays, self.owner)
         except redis.exceptions.RedisError as exc:

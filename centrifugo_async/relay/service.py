@@ -2,6 +2,13 @@
 
 The CLI is a thin shell around it; tests drive it directly with their own
 ``stop`` event.
+
+A stop is bounded even when Redis or Centrifugo hangs (``stop_bound``): each
+worker gets one request timeout plus ``STOP_ALLOWANCE`` to finish and
+acknowledge its batch and is cancelled after that (the batch stays in flight
+for the next owner); the loops that have nothing to finish are cancelled at
+once; the leases are released together within ``RELEASE_TIMEOUT``; closing
+the connections takes at most ``CLOSE_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Coroutine
+from typing import Any, TypeVar
 
 import attrs
 import redis.exceptions
@@ -17,22 +26,39 @@ import redis.exceptions
 from .._retry import Backoff, wait_for_event
 from ..connection import AsyncRedisClient, async_client
 from ..exceptions import QueueUnavailable, RelayFatalError, TopologyMismatch
+from ..logs import mask_url
 from ..protocol import topology
 from ..protocol.keys import Keyspace
 from .api import CentrifugoAPI, Verdict, open_transport
-from .config import mask_url
 from .health import HealthServer, HealthState, Sampler
-from .lease import LeaseKeeper
+from .lease import RELEASE_TIMEOUT, LeaseKeeper
 from .metrics import RelayMetrics
 from .settings import RelaySettings
 from .transport import Transport
 from .worker import ShardWorker
 
-__all__ = ["serve"]
+__all__ = ["CLOSE_TIMEOUT", "STOP_ALLOWANCE", "serve", "stop_bound"]
 
 log = logging.getLogger("centrifugo_async.relay")
 
 STARTUP_TIMEOUT = 30.0
+
+STOP_ALLOWANCE = 2.0
+"""Seconds a stopping worker gets beyond ``request_timeout`` to acknowledge its last batch."""
+
+CLOSE_TIMEOUT = 1.0
+"""Seconds closing the Redis and HTTP connections may take on the way out."""
+
+T = TypeVar("T")
+
+
+def stop_bound(settings: RelaySettings) -> float:
+    """The longest a stop takes, from ``stop`` being set to ``serve`` returning.
+
+    ``request_timeout + 5 s`` with the defaults' constants (10 s in all): the
+    documented grace period before a SIGKILL, ``request_timeout + 10 s``, covers it.
+    """
+    return settings.request_timeout + STOP_ALLOWANCE + RELEASE_TIMEOUT + CLOSE_TIMEOUT
 
 
 async def serve(
@@ -59,10 +85,16 @@ async def serve(
     """
     stop = stop or asyncio.Event()
     metrics = metrics or RelayMetrics()
-    health = HealthState(settings.relay_id)
+    health = HealthState(settings.relay_id, settings.lease_renew_interval)
     server = None
     if settings.metrics_port:
-        server = HealthServer(settings.metrics_host, settings.metrics_port, metrics, health)
+        server = HealthServer(
+            settings.metrics_host,
+            settings.metrics_port,
+            metrics,
+            health,
+            asyncio.get_running_loop(),
+        )
         server.start()
     client = async_client(settings.redis_url, cluster=settings.redis_cluster)
     if transport is None:
@@ -84,8 +116,17 @@ async def serve(
     finally:
         if server is not None:
             server.close()
-        await api.aclose()
-        await client.aclose()
+        await _closed(api.aclose(), "the Centrifugo connections")
+        await _closed(client.aclose(), "the Redis connections")
+
+
+async def _closed(closing: Awaitable[None], what: str) -> None:
+    """Close within ``CLOSE_TIMEOUT``: a peer that hangs must not hold the exit."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await closing
+    except TimeoutError:
+        log.warning("closing %s timed out after %.1fs", what, CLOSE_TIMEOUT)
 
 
 _STARTUP_BACKOFF = Backoff(initial=0.1, cap=2.0)
@@ -106,11 +147,12 @@ async def _resolve_keyspace(
     async for attempt in attempts:
         try:
             if settings.shards is None:
-                recorded = await topology.read_shards_async(client, settings.prefix)
+                reading = topology.read_shards_async(client, settings.prefix)
             else:
-                recorded = await topology.record_shards_async(
-                    client, settings.prefix, settings.shards
-                )
+                reading = topology.record_shards_async(client, settings.prefix, settings.shards)
+            recorded = await _unless_stopped(reading, stop)
+        except _Stopped:
+            return None
         except TopologyMismatch as exc:
             raise RelayFatalError(str(exc)) from None
         except redis.exceptions.RedisError as exc:
@@ -134,6 +176,27 @@ async def _resolve_keyspace(
     return None
 
 
+class _Stopped(Exception):
+    """``stop`` was set while waiting on a call that may hang."""
+
+
+async def _unless_stopped(call: Coroutine[Any, Any, T], stop: asyncio.Event) -> T:
+    """The call's result, or ``_Stopped`` (the call cancelled) as soon as ``stop`` is set."""
+    task = asyncio.ensure_future(call)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise _Stopped
+    return task.result()
+
+
 async def _check_centrifugo(
     api: CentrifugoAPI, settings: RelaySettings, deadline: float, stop: asyncio.Event
 ) -> None:
@@ -144,11 +207,11 @@ async def _check_centrifugo(
             return
         if time.monotonic() > deadline:
             raise RelayFatalError(
-                f"Centrifugo API at {settings.api_url} is not answering: {result.reason}"
+                f"Centrifugo API at {mask_url(settings.api_url)} is not answering: {result.reason}"
             )
         log.warning(
             "waiting for Centrifugo url=%s reason=%s retry_in=%.2fs",
-            settings.api_url,
+            mask_url(settings.api_url),
             result.reason,
             attempt.delay,
         )
@@ -184,14 +247,18 @@ async def _run(
         settings.relay_id,
         keyspace.shards,
         keyspace.prefix,
-        settings.api_url,
+        mask_url(settings.api_url),
     )
     keeper = asyncio.create_task(leases.run(cycle), name="lease-keeper")
     sampling = asyncio.create_task(sampler.run(cycle), name="health-sampler")
     watcher = asyncio.create_task(
         _watch_topology(client, keyspace, settings, stop, cycle), name="topology-watcher"
     )
-    tasks = [asyncio.create_task(w.run(), name=f"shard-{w.shard}") for w in workers]
+    grace = settings.request_timeout + STOP_ALLOWANCE
+    tasks = [
+        asyncio.create_task(_within_grace(w, cycle, grace), name=f"shard-{w.shard}")
+        for w in workers
+    ]
     failure: BaseException | None = None
     try:
         for finished in asyncio.as_completed(tasks):
@@ -208,15 +275,50 @@ async def _run(
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
-        await keeper
-        await sampling
-        changed = await watcher
+        await _cancelled(keeper)
+        await _cancelled(sampling)
+        changed = bool(watcher.done() and not watcher.cancelled() and watcher.result())
+        await _cancelled(watcher)
         await leases.release_all()
         delivered = sum(w.counts.delivered for w in workers)
         log.info("relay stopped relay=%s delivered=%d", settings.relay_id, delivered)
     if failure is not None:
         raise failure
     return changed
+
+
+async def _within_grace(worker: ShardWorker, cycle: asyncio.Event, grace: float) -> None:
+    """Run ``worker``; once ``cycle`` ends, give it ``grace`` seconds, then cancel it.
+
+    A worker finishes its batch on a stop: the request (bounded by the request
+    timeout) and the ack. When Redis hangs the ack may never come back; the
+    batch then stays in flight and its next owner delivers it first.
+    """
+    running = asyncio.ensure_future(worker.run())
+    ending = asyncio.ensure_future(cycle.wait())
+    try:
+        await asyncio.wait((running, ending), return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():
+            await asyncio.wait((running,), timeout=grace)
+        if not running.done():
+            log.warning(
+                "shard worker did not finish within %.1fs of the stop, cancelled shard=%d "
+                "(its batch stays in flight)",
+                grace,
+                worker.shard,
+            )
+    finally:
+        ending.cancel()
+        await _cancelled(running)
+    if not running.cancelled():
+        running.result()  # RelayFatalError and the like reach the supervisor
+
+
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` unless it is done, and wait for it; its own errors are not raised."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 async def _watch_topology(
@@ -226,14 +328,19 @@ async def _watch_topology(
     stop: asyncio.Event,
     cycle: asyncio.Event,
 ) -> bool:
-    """End the cycle on ``stop``, or when a reshard records another shard count."""
-    changed = await topology.watch_shards(
+    """End the cycle on ``stop`` (at once, even mid-read), or when a reshard records
+    another shard count."""
+    watching = topology.watch_shards(
         client,
         keyspace.prefix,
         keyspace.shards,
         interval=settings.lease_renew_interval,
         until=stop,
     )
+    try:
+        changed = await _unless_stopped(watching, stop)
+    except _Stopped:
+        changed = False
     cycle.set()
     return changed
 

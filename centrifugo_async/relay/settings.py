@@ -10,6 +10,11 @@ written down once and its sources cannot drift apart.
 A value out of bounds raises ``InvalidSetting``, which names the setting in its
 ``field`` attribute: ``config.load_settings`` adds where the value came from
 without having to guess the setting from the message.
+
+Every duration has a range that makes sense for it, not only a sign: a lease
+of a tenth of a millisecond renews thousands of times a second, a retry delay
+of a week never retries. URLs must name a host (or, for ``unix://``, a socket
+path), and a URL's password is masked in every message and ``repr``.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import socket
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import attrs
 
 from ..exceptions import InvalidSetting
-from ..protocol.keys import DEFAULT_PREFIX
+from ..logs import mask_url
+from ..protocol.keys import DEFAULT_PREFIX, prefix_problem
 from ..protocol.routing import MAX_SHARDS
 
 __all__ = [
@@ -34,9 +41,11 @@ __all__ = [
     "SETTINGS",
     "Bounds",
     "Check",
+    "Host",
     "InvalidSetting",
     "LatePolicy",
     "OneOf",
+    "Prefix",
     "RelaySettings",
     "Schemes",
     "Setting",
@@ -65,9 +74,9 @@ class Bounds:
     is meaningful as either. An absent optional value (None) is always allowed.
     """
 
-    above: int | None = None
-    low: int | None = None
-    high: int | None = None
+    above: float | None = None
+    low: float | None = None
+    high: float | None = None
 
     def problem(self, value: Any) -> str | None:
         if value is None:
@@ -118,17 +127,63 @@ class OneOf:
 
 @attrs.frozen
 class Schemes:
-    """A URL with one of these schemes; it may carry a password, which is masked when shown."""
+    """A URL with one of these schemes and a host (``unix://``: a socket path).
+
+    It may carry a password, which is masked wherever the URL is shown.
+    """
 
     prefixes: tuple[str, ...]
 
     def problem(self, value: Any) -> str | None:
-        if isinstance(value, str) and value.startswith(self.prefixes):
-            return None
-        return f"must start with one of {self.prefixes}, got {value!r}"
+        if not isinstance(value, str) or not value.startswith(self.prefixes):
+            shown = mask_url(value) if isinstance(value, str) else value
+            return f"must start with one of {self.prefixes}, got {shown!r}"
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 -- parsing it is the check
+        except ValueError as exc:
+            return f"is not a valid URL ({exc}), got {mask_url(value)!r}"
+        if parts.scheme == "unix":
+            if not parts.path:
+                return (
+                    f"must name a socket path (unix:///path/to/redis.sock), got {mask_url(value)!r}"
+                )
+        elif not parts.hostname:
+            return f"must name a host, got {mask_url(value)!r}"
+        return None
 
     def describe(self) -> str:
-        return ", ".join(self.prefixes[:-1]) + " or " + self.prefixes[-1] + " URL"
+        schemes = ", ".join(self.prefixes[:-1]) + " or " + self.prefixes[-1]
+        socket = " (unix://: a socket path)" if "unix://" in self.prefixes else ""
+        return f"{schemes} URL with a host{socket}"
+
+
+@attrs.frozen
+class Host:
+    """A host name or IP address to bind to: never empty (which would mean every address)."""
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, str) or not value or value != value.strip() or " " in value:
+            return (
+                f"must be a host name or IP address, got {value!r} (write 0.0.0.0 "
+                "to listen on every address)"
+            )
+        return None
+
+    def describe(self) -> str:
+        return "host name or IP address"
+
+
+@attrs.frozen
+class Prefix:
+    """A key prefix: what ``Keyspace`` accepts, refused at start-up rather than in a worker."""
+
+    def problem(self, value: Any) -> str | None:
+        problem = prefix_problem(value) if isinstance(value, str) else "must be a string"
+        return None if problem is None else f"{problem}, got {value!r}"
+
+    def describe(self) -> str:
+        return "no braces or surrounding spaces"
 
 
 @attrs.frozen
@@ -180,6 +235,8 @@ class Setting:
     """Masked wherever it is shown (``config check``, ``repr``)."""
     required: bool
     """The default (empty) is not allowed: the operator must give a value."""
+    missing: str
+    """How to give a required value, for the error when it is missing."""
     shown_default: str
     """How ``--help`` and the docs show the default."""
 
@@ -189,7 +246,8 @@ class Setting:
 
     def problem(self, value: Any) -> str | None:
         if self.required and not value:
-            return f"is empty: pass {self.flag} or set {self.env} ({self.help.rstrip('.')})"
+            how = self.missing or f"pass {self.flag} or set {self.env}"
+            return f"is empty: {how} ({self.help.split('. ')[0].rstrip('.')})"
         return None if self.check is None else self.check.problem(value)
 
 
@@ -207,19 +265,33 @@ def _setting(
     env: str = "",
     secret: bool = False,
     required: bool = False,
+    missing: str = "",
     shown_default: str = "",
     converter: Callable[[Any], Any] | None = None,
 ) -> Any:
     """A ``RelaySettings`` field that is also a row of the settings table."""
-    row = Setting("", None, None, toml, env, help, check, secret, required, shown_default)
+    row = Setting("", None, None, toml, env, help, check, secret, required, missing, shown_default)
+    shown: Callable[[Any], str] | bool = True
+    if secret:
+        shown = _masked
+    elif isinstance(check, Schemes):
+        shown = _masked_url
     return attrs.field(
         default=default,
         factory=factory,
         validator=_validate,
         converter=converter,
-        repr=(lambda _: "***") if secret else True,
+        repr=shown,
         metadata={_ROW: row},
     )
+
+
+def _masked(_: object) -> str:
+    return "'***'"
+
+
+def _masked_url(url: object) -> str:
+    return repr(mask_url(url)) if isinstance(url, str) else repr(url)
 
 
 def _validate(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -260,6 +332,7 @@ class RelaySettings:
     prefix: str = _setting(
         DEFAULT_PREFIX,
         toml="redis.prefix",
+        check=Prefix(),
         help="Key prefix of the queues, the same as the publishers'.",
     )
     api_url: str = _setting(
@@ -275,12 +348,22 @@ class RelaySettings:
         env="CENTRIFUGO_API_KEY",
         secret=True,
         required=True,
-        help="Centrifugo's http_api.key.",
+        missing="set CENTRIFUGO_API_KEY or pass --api-key-file",
+        help="Centrifugo's http_api.key. Prefer the environment variable or api_key_file: "
+        "a flag's value is visible to every local user (ps).",
+    )
+    api_key_file: str = _setting(
+        "",
+        toml="centrifugo.api_key_file",
+        env="CENTRIFUGO_API_KEY_FILE",
+        shown_default="none",
+        help="File holding Centrifugo's http_api.key (read at start-up, surrounding "
+        "whitespace ignored), instead of api_key.",
     )
     request_timeout: float = _setting(
         5.0,
         toml="centrifugo.request_timeout",
-        check=_POSITIVE,
+        check=Bounds(low=0.1, high=300),
         help="Seconds one /api/batch request may take; a timed-out batch is retried.",
     )
     forward_version: tuple[str, ...] = _setting(
@@ -317,31 +400,31 @@ class RelaySettings:
     lease_ttl: float = _setting(
         10.0,
         toml="relay.lease_ttl",
-        check=_POSITIVE,
+        check=Bounds(low=1, high=600),
         help="Seconds a shard lease lasts unless renewed (it is renewed every lease_ttl / 3).",
     )
     retry_initial: float = _setting(
         0.05,
         toml="relay.retry_initial",
-        check=_POSITIVE,
+        check=Bounds(low=0.001, high=60),
         help="Seconds before the first retry; the delay doubles up to retry_max.",
     )
     retry_max: float = _setting(
         5.0,
         toml="relay.retry_max",
-        check=_POSITIVE,
+        check=Bounds(low=0.01, high=300),
         help="Longest delay between retries, in seconds.",
     )
     idle_wait: float = _setting(
         1.0,
         toml="relay.idle_wait",
-        check=_POSITIVE,
+        check=Bounds(low=0.01, high=60),
         help="Seconds an idle worker waits for new messages before it checks its shard again.",
     )
     stuck_after: float = _setting(
         60.0,
         toml="relay.stuck_after",
-        check=_POSITIVE,
+        check=Bounds(low=1, high=86_400),
         help="Seconds of lag after which /health reports a shard as stuck.",
     )
     late_delivery: tuple[LatePolicy, ...] = _setting(
@@ -355,13 +438,14 @@ class RelaySettings:
     metrics_host: str = _setting(
         "127.0.0.1",
         toml="metrics.host",
-        help="Bind address of the /metrics and /health endpoint.",
+        check=Host(),
+        help="Bind address of the /metrics, /health and /livez endpoints.",
     )
     metrics_port: int = _setting(
         9108,
         toml="metrics.port",
         check=Bounds(low=0, high=65535),
-        help="Port of the /metrics and /health endpoint; 0 disables it.",
+        help="Port of the /metrics, /health and /livez endpoints; 0 disables them.",
     )
     log_format: str = _setting(
         "console",

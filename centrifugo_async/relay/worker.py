@@ -15,7 +15,10 @@ One batch in flight per shard. Each round:
    dead-lettered; a refused body is resent one command at a time to isolate it
    (each answer is settled by ``window.settle_window``).
 4. ``ACK`` (fenced) removes the batch from the in-flight list and records dead
-   letters and counters in one step.
+   letters and counters in one step. Claim and ack keep working when Redis is
+   at ``maxmemory`` (see ``protocol.scripts``), except an ack whose dead letters
+   would grow memory: that one is retried with backoff until Redis has room,
+   the batch staying in flight meanwhile, so no dead letter is ever dropped.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import redis.exceptions
@@ -35,7 +39,7 @@ from ..exceptions import EnvelopeDecodeError, RelayFatalError
 from ..protocol.deadletter import DeadLetter, encode_dead_letter
 from ..protocol.envelope import channel_of, decode_envelope
 from ..protocol.keys import ShardKeys
-from ..protocol.scripts import ACK, CLAIM, LEASE_LOST
+from ..protocol.scripts import ACK, ACK_GROWING, ACK_GROWS, CLAIM, LEASE_LOST
 from .api import CentrifugoAPI, Verdict, publish_command
 from .lease import LeaseKeeper
 from .metrics import RelayMetrics
@@ -103,6 +107,7 @@ class ShardWorker:
         self._label = str(keys.shard)
         self._claim = client.register_script(CLAIM.source)
         self._ack = client.register_script(ACK.source)
+        self._ack_growing = client.register_script(ACK_GROWING.source)
         self.counts = _Counts()
         self._last_internal_error: str | None = None
         """The traceback of an ``internal`` dead letter is logged once per distinct error."""
@@ -281,21 +286,57 @@ class ShardWorker:
         letters = [encode_dead_letter(i.dead_letter) for i in items if i.dead_letter]
         delivered = sum(i.delivered for i in items)
         expired = sum(i.expired for i in items)
+        keys = [self.keys.inflight, self.keys.lease, self.keys.state, self.keys.dlq]
+        counts = [lease, len(items), delivered, expired]
         try:
-            await self._ack(
-                keys=[self.keys.inflight, self.keys.lease, self.keys.state, self.keys.dlq],
-                args=[lease, len(items), delivered, expired, *letters],
-            )
+            await self._fenced(self._ack, keys, [*counts, "1", *letters])
         except redis.exceptions.ResponseError as exc:
-            if str(exc).startswith(LEASE_LOST):
-                raise _LeaseLost from None
-            raise
+            if not str(exc).startswith(ACK_GROWS):
+                raise
+            if not await self._ack_when_room(keys, [*counts, "0", *letters], lease, len(letters)):
+                return
         self.counts.delivered += delivered
         self.counts.expired += expired
         self.counts.dead_lettered += len(letters)
         self._record(items, delivered, expired)
         if expired:
             log.info("expired shard=%d count=%d", self.shard, expired)
+
+    async def _ack_when_room(
+        self, keys: list[str], args: list[object], lease: str, letters: int
+    ) -> bool:
+        """Run ``ACK_GROWING``, retrying while Redis is at ``maxmemory``.
+
+        Returns False, leaving the batch in flight for the next round or the
+        next owner, when the relay stops or the lease is no longer safely held.
+        """
+        backoff = Backoff(self._settings.retry_initial, self._settings.retry_max)
+        async for attempt in backoff.attempts(self._stop):
+            if self._leases.value(self.shard) != lease:
+                return False
+            try:
+                await self._fenced(self._ack_growing, keys, args)
+            except redis.exceptions.OutOfMemoryError:
+                log.warning(
+                    "dead letters wait for memory shard=%d count=%d retry_in=%.2fs "
+                    "(Redis is at maxmemory; the batch stays in flight)",
+                    self.shard,
+                    letters,
+                    attempt.delay,
+                )
+                continue
+            return True
+        return False
+
+    @staticmethod
+    async def _fenced(script: Any, keys: list[str], args: list[object]) -> None:
+        """Run a lease-fenced script; a ``LEASE_LOST`` reply raises ``_LeaseLost``."""
+        try:
+            await script(keys=keys, args=args)
+        except redis.exceptions.ResponseError as exc:
+            if str(exc).startswith(LEASE_LOST):
+                raise _LeaseLost from None
+            raise
 
     def _record(self, items: Sequence[_Item], delivered: int, expired: int) -> None:
         metrics = self._metrics

@@ -1,27 +1,41 @@
 """The example app's backend: a price board in SQLite, published through centrifugo-async.
 
-This is the part to copy. It owns one table, ``objects(key, version, data)``;
-every change runs in one transaction that also bumps the row's ``version``, and
-only after the commit is the new version published with ``AsyncPublisher``.
-The page loads ``GET /api/state`` (rows with their versions) and applies the
-live updates through js-client's version gate, so late, repeated or reordered
-deliveries never show an older price than the database holds.
+This is the part to copy. It owns one table, ``objects(key, version, data,
+deleted)``; every change runs in one transaction that also bumps the row's
+``version``, and only after the commit is the new version published with
+``AsyncPublisher``. A delete is a change too: the row stays as a *tombstone*
+(``deleted = 1``) with its bumped version, so versions keep counting if the
+object comes back, and snapshots can tell the page when an object was deleted.
+The page loads ``GET /api/state`` (rows and tombstones with their versions) and
+applies the live updates and deletes through js-client's version gate, so late,
+repeated or reordered deliveries never show an older price, or a deleted
+object, than the database holds.
 
 Routes:
 
-- ``GET /api/state``: ``{"items": [{"key", "version", "data"}, ...]}``
+- ``GET /api/state``: ``{"items": [{"key", "version", "data"}, ...],
+  "deleted": [{"key", "version"}, ...]}``
+- ``GET /api/objects/{key}``: one object, ``{"key", "version", "data"}``, or its
+  tombstone ``{"key", "version", "deleted": true}``; ``404`` when it never existed.
 - ``POST /api/objects/{key}`` (JSON object body): merge the body into the
-  object's data (create it if missing), bump its version, publish. ``200`` with
-  ``{"key", "version", "data", "published": true}``; ``503`` with
+  object's data (create it if missing or deleted), bump its version, publish.
+  ``200`` with ``{"key", "version", "data", "published": true}``; ``503`` with
   ``"published": false`` when the row was committed but could not be enqueued.
+- ``DELETE /api/objects/{key}``: delete the object (bump its version, keep a
+  tombstone), publish the delete. ``200`` with ``{"key", "version", "deleted":
+  true, "published": true}``, ``404`` when there is no such object, ``503`` as above.
 - ``POST /api/burst?n=200``: ``n`` random price changes, a few at a time.
+- ``GET /api/delivery``: ``{"queued", "in_flight", "oldest_age_ms"}``: what waits
+  between this backend and the pages, and for how long (the page shows "delayed"
+  rather than "live" when the oldest message waits more than a second).
 - ``GET /api/config``: what the page needs (WebSocket URL, channel).
 - ``/api/stack...``: kill and restart the local relay or Centrifugo, only when
   the launcher (``python -m examples.app``) passes its stack controls.
 
-Every POST must be sent as ``Content-Type: application/json``: a plain HTML form
-on another site cannot do that without a CORS preflight, which this app never
-answers, so other pages open in the browser cannot drive it.
+Every POST must be sent as ``Content-Type: application/json``, and deletes use
+the ``DELETE`` method: a plain HTML form on another site can do neither without
+a CORS preflight, which this app never answers, so other pages open in the
+browser cannot drive it.
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import redis
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -46,7 +61,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from centrifugo_async import AsyncPublisher, CentrifugoAsyncError
+from centrifugo_async import AsyncPublisher, CentrifugoAsyncError, Keyspace
+from centrifugo_async.admin import collect_stats
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -84,7 +100,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
 )
 """
 
@@ -93,14 +110,18 @@ CREATE TABLE IF NOT EXISTS objects (
 class StoredObject:
     key: str
     version: int
-    data: dict[str, Any]
+    data: dict[str, Any] | None
+    deleted: bool = False
 
     def as_json(self) -> dict[str, Any]:
+        if self.deleted:
+            return {"key": self.key, "version": self.version, "deleted": True}
         return {"key": self.key, "version": self.version, "data": self.data}
 
 
 Change = Callable[[dict[str, Any] | None], dict[str, Any]]
-"""Computes an object's new data from its current data (None: it does not exist yet)."""
+"""Computes an object's new data from its current data (None: it does not exist,
+or it was deleted)."""
 
 
 class ObjectStore:
@@ -119,6 +140,9 @@ class ObjectStore:
         with contextlib.closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(objects)")}
+            if "deleted" not in columns:  # a database from before deletes
+                db.execute("ALTER TABLE objects ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0")
             db.execute("BEGIN IMMEDIATE")
             if db.execute("SELECT COUNT(*) FROM objects").fetchone()[0] == 0:
                 db.executemany(
@@ -128,13 +152,26 @@ class ObjectStore:
             db.execute("COMMIT")
 
     def all(self) -> list[StoredObject]:
+        """Every object and every tombstone, by key."""
         with contextlib.closing(self._connect()) as db:
-            rows = db.execute("SELECT key, version, data FROM objects ORDER BY key").fetchall()
-        return [StoredObject(key, version, json.loads(data)) for key, version, data in rows]
+            rows = db.execute(
+                "SELECT key, version, data, deleted FROM objects ORDER BY key"
+            ).fetchall()
+        return [_stored(*row) for row in rows]
+
+    def get(self, key: str) -> StoredObject | None:
+        """One object or its tombstone; None when it never existed."""
+        with contextlib.closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT key, version, data, deleted FROM objects WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else _stored(*row)
 
     def keys(self) -> list[str]:
+        """The keys of the objects that exist (tombstones left out)."""
         with contextlib.closing(self._connect()) as db:
-            return [key for (key,) in db.execute("SELECT key FROM objects ORDER BY key")]
+            query = "SELECT key FROM objects WHERE deleted = 0 ORDER BY key"
+            return [key for (key,) in db.execute(query)]
 
     def update(self, key: str, change: Change) -> StoredObject:
         """Apply ``change`` to ``key`` and bump its version, in one transaction.
@@ -146,15 +183,15 @@ class ObjectStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 row = db.execute(
-                    "SELECT version, data FROM objects WHERE key = ?", (key,)
+                    "SELECT version, data, deleted FROM objects WHERE key = ?", (key,)
                 ).fetchone()
-                current = json.loads(row[1]) if row else None
-                version = row[0] + 1 if row else 1
+                current = json.loads(row[1]) if row and not row[2] else None
+                version = row[0] + 1 if row else 1  # counting on after a delete
                 data = change(current)
                 db.execute(
-                    "INSERT INTO objects (key, version, data) VALUES (?, ?, ?) "
+                    "INSERT INTO objects (key, version, data, deleted) VALUES (?, ?, ?, 0) "
                     "ON CONFLICT (key) DO UPDATE SET version = excluded.version, "
-                    "data = excluded.data",
+                    "data = excluded.data, deleted = 0",
                     (key, version, json.dumps(data)),
                 )
                 db.execute("COMMIT")
@@ -163,6 +200,39 @@ class ObjectStore:
                     db.execute("ROLLBACK")
                 raise
         return StoredObject(key, version, data)
+
+    def delete(self, key: str) -> StoredObject | None:
+        """Delete ``key``: bump its version and keep the row as a tombstone, in one
+        transaction. None when there is no such object (or it is deleted already).
+
+        The tombstone keeps the version: a page that loads the state learns when
+        the object was deleted, and if it comes back, its versions go on from
+        there instead of starting at 1 below what pages already saw.
+        """
+        with contextlib.closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT version FROM objects WHERE key = ? AND deleted = 0", (key,)
+                ).fetchone()
+                if row is None:
+                    db.execute("ROLLBACK")
+                    return None
+                version = row[0] + 1
+                db.execute(
+                    "UPDATE objects SET version = ?, data = 'null', deleted = 1 WHERE key = ?",
+                    (version, key),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return StoredObject(key, version, None, deleted=True)
+
+
+def _stored(key: str, version: int, data: str, deleted: int) -> StoredObject:
+    return StoredObject(key, version, None if deleted else json.loads(data), bool(deleted))
 
 
 class StackControls(Protocol):
@@ -202,10 +272,29 @@ def jitter_price(current: dict[str, Any] | None) -> dict[str, Any]:
 class PriceBoard:
     """The app's logic: store first, publish after the commit."""
 
-    def __init__(self, settings: AppSettings, publisher: AsyncPublisher) -> None:
+    def __init__(
+        self, settings: AppSettings, publisher: AsyncPublisher, queues: redis.Redis
+    ) -> None:
         self.settings = settings
         self.store = ObjectStore(settings.db_path)
         self.publisher = publisher
+        self.queues = queues
+
+    def delivery(self) -> dict[str, int | None]:
+        """What waits in the queues for the relay, and the oldest message's age (ms).
+
+        The figures of ``centrifugo-async stats``, summed over the shards. A page
+        that shows "live" while updates wait in Redis (the relay is down, or
+        far behind) would be lying: the page asks this to say "delayed" instead.
+        Blocking: call it from a thread.
+        """
+        stats = collect_stats(self.queues, Keyspace(shards=self.settings.shards))
+        ages = [s.oldest_age_ms for s in stats if s.oldest_age_ms is not None]
+        return {
+            "queued": sum(s.queued for s in stats),
+            "in_flight": sum(s.in_flight for s in stats),
+            "oldest_age_ms": max(ages, default=None),
+        }
 
     async def update(self, key: str, change: Change) -> tuple[StoredObject, str | None]:
         """Commit the change, then publish it. Returns the stored object and the
@@ -223,6 +312,17 @@ class PriceBoard:
             await self.publisher.publish(
                 self.settings.channel, stored.data, key=stored.key, version=stored.version
             )
+        except CentrifugoAsyncError as exc:
+            return stored, f"{type(exc).__name__}: {exc}"
+        return stored, None
+
+    async def delete(self, key: str) -> tuple[StoredObject | None, str | None]:
+        """Commit the delete, then publish it, as ``update`` does; None if no such object."""
+        stored = await run_in_threadpool(self.store.delete, key)
+        if stored is None:
+            return None, None
+        try:
+            await self.publisher.delete(self.settings.channel, key=key, version=stored.version)
         except CentrifugoAsyncError as exc:
             return stored, f"{type(exc).__name__}: {exc}"
         return stored, None
@@ -261,8 +361,46 @@ def _board(request: Request) -> PriceBoard:
 async def get_state(request: Request) -> Response:
     objects = await run_in_threadpool(_board(request).store.all)
     return JSONResponse(
-        {"items": [obj.as_json() for obj in objects]}, headers={"Cache-Control": "no-store"}
+        {
+            "items": [obj.as_json() for obj in objects if not obj.deleted],
+            "deleted": [{"key": obj.key, "version": obj.version} for obj in objects if obj.deleted],
+        },
+        headers={"Cache-Control": "no-store"},
     )
+
+
+def _key(request: Request) -> str:
+    key: str = request.path_params["key"]
+    if not KEY_PATTERN.fullmatch(key):
+        raise HTTPException(400, f"key must match {KEY_PATTERN.pattern}")
+    return key
+
+
+async def get_object(request: Request) -> Response:
+    stored = await run_in_threadpool(_board(request).store.get, _key(request))
+    if stored is None:
+        raise HTTPException(404, "no such object")
+    return JSONResponse(stored.as_json(), headers={"Cache-Control": "no-store"})
+
+
+async def delete_object(request: Request) -> Response:
+    stored, error = await _board(request).delete(_key(request))
+    if stored is None:
+        raise HTTPException(404, "no such object")
+    if error is not None:
+        return JSONResponse(
+            {**stored.as_json(), "published": False, "error": f"stored, not published: {error}"},
+            status_code=503,
+        )
+    return JSONResponse({**stored.as_json(), "published": True})
+
+
+async def get_delivery(request: Request) -> Response:
+    try:
+        delivery = await run_in_threadpool(_board(request).delivery)
+    except redis.RedisError as exc:
+        raise HTTPException(503, f"Redis: {exc}") from exc
+    return JSONResponse(delivery, headers={"Cache-Control": "no-store"})
 
 
 async def get_config(request: Request) -> Response:
@@ -277,9 +415,7 @@ async def get_config(request: Request) -> Response:
 
 
 async def update_object(request: Request) -> Response:
-    key = request.path_params["key"]
-    if not KEY_PATTERN.fullmatch(key):
-        raise HTTPException(400, f"key must match {KEY_PATTERN.pattern}")
+    key = _key(request)
     changes = await _json_object_body(request)
 
     def merge(current: dict[str, Any] | None) -> dict[str, Any]:
@@ -370,7 +506,8 @@ def create_app(settings: AppSettings, controls: StackControls | None = None) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         publisher = AsyncPublisher.from_url(settings.redis_url, shards=settings.shards)
-        board = PriceBoard(settings, publisher)
+        queues = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        board = PriceBoard(settings, publisher, queues)
         await run_in_threadpool(board.store.initialize, seed_products())
         app.state.board = board
         app.state.controls = controls
@@ -378,13 +515,17 @@ def create_app(settings: AppSettings, controls: StackControls | None = None) -> 
             yield
         finally:
             await publisher.close()
+            queues.close()
 
     routes = [
         Route("/", index),
         Route("/api/config", get_config),
         Route("/api/state", get_state),
         Route("/api/objects/{key}", update_object, methods=["POST"]),
+        Route("/api/objects/{key}", get_object, methods=["GET"]),
+        Route("/api/objects/{key}", delete_object, methods=["DELETE"]),
         Route("/api/burst", burst, methods=["POST"]),
+        Route("/api/delivery", get_delivery),
         Route("/api/stack", stack_status),
         Route("/api/stack/{action:path}", stack_action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static")),

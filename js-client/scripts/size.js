@@ -1,10 +1,14 @@
 // `npm run size`: bundle src/index.js the way an app's bundler would (minified
-// ESM), gzip it, print the size and fail when it exceeds the budget (raised
-// from 2,560 B when parseEnvelope learnt the JSON profile checks).
+// ESM), gzip it, print the size and fail when it exceeds the budget.
 import { build } from 'esbuild'
 import { gzipSync } from 'node:zlib'
 
-const BUDGET_BYTES = 2816
+// The budget is the measured size plus ~100 B, raised on purpose by features:
+// 2,560 B at first; deletes (tombstones, snapshot reconciliation), reloadKey,
+// the state/ready() API, AbortSignal and 'unsubscribed' handling added ~0.65 KB;
+// parseEnvelope's JSON profile checks (UTF-8, depth, finite numbers, `reason`)
+// ~0.33 KB more: 3,548 B measured with both.
+const BUDGET_BYTES = 3648
 
 const result = await build({
   entryPoints: [new URL('../src/index.js', import.meta.url).pathname],

@@ -38,6 +38,7 @@ const isNonEmptyString = value => typeof value === 'string' && value !== ''
 const isIntegerIn = (min, max = Infinity) => value =>
   Number.isInteger(value) && value >= min && value <= max
 const isAnything = () => true
+const isBoolean = value => typeof value === 'boolean'
 const describe = value => (typeof value === 'number' ? value : value === null ? 'null' : typeof value)
 
 /**
@@ -68,6 +69,9 @@ const checkProfile = (field, value) => {
  * rules as Python's `decode_envelope`; returns a new object holding only the
  * fields this reader knows (unknown fields are ignored for forward
  * compatibility, null optional fields are treated as absent).
+ *
+ * A delete (`deleted: true`, which requires `data: null`) comes back with
+ * `deleted: true`; an update has no `deleted` field.
  *
  * Accepts the already-decoded object (JSON protocol), or JSON text as a
  * string or bytes (Protobuf protocol delivers bytes). Every field, unknown
@@ -121,5 +125,9 @@ export function parseEnvelope(input) {
     envelope.idempotency_key = take('idempotency_key', isNonEmptyString, 'a non-empty string')
   }
   if (raw.ttl_ms != null) envelope.ttl_ms = take('ttl_ms', isIntegerIn(1), 'an integer >= 1')
+  if (Object.hasOwn(raw, 'deleted') && take('deleted', isBoolean, 'a boolean')) {
+    if (envelope.data !== null) fail('data', 'must be null in a delete')
+    envelope.deleted = true
+  }
   return envelope
 }

@@ -7,7 +7,7 @@ export declare const MAX_OBJECT_VERSION: number
 /** Deepest nesting of containers inside any envelope field (100). */
 export declare const MAX_DEPTH: number
 
-/** One message for one object, as published by the Python library (envelope v1). */
+/** One message for one object, as published by the Python library (envelope v1): an update, or a delete (`deleted: true`). */
 export interface Envelope<Data = unknown> {
   /** Major schema version; always 1 here. */
   v: 1
@@ -26,6 +26,8 @@ export interface Envelope<Data = unknown> {
   tags?: Record<string, string>
   idempotency_key?: string
   ttl_ms?: number
+  /** Present (and true) only on a delete: the object is gone as of `version`, and `data` is null. */
+  deleted?: true
 }
 
 /** Why `parseEnvelope` refused its input, as the relay's dead-letter reason. */
@@ -89,14 +91,35 @@ export interface VersionGateOptions {
   evictedFilterBits?: number
 }
 
+/** One object of a full snapshot: its version, or a tombstone (`deleted: true`). */
+export interface SnapshotItem {
+  key: string
+  version: number
+  deleted?: boolean
+}
+
 export interface VersionGate {
-  /** Remember that `key` is at least at `version` (from a load); marks it most recently used. */
-  seed(key: string, version: number): void
-  /** Decide on one update; records its version when accepted. */
-  accept(envelope: Pick<Envelope, 'key' | 'version'>): GateDecision
-  /** The newest known version of `key`, or undefined. */
+  /**
+   * Remember that `key` is at least at `version` (a tombstone if `deleted`); marks
+   * it most recently used. Returns true when it advanced (the key was unknown or
+   * older): false means what was loaded is not newer than what the app holds.
+   */
+  seed(key: string, version: number, deleted?: boolean): boolean
+  /** Decide on one update or delete; records its version (a tombstone for a delete) when accepted. */
+  accept(envelope: Pick<Envelope, 'key' | 'version' | 'deleted'>): GateDecision
+  /** The newest known version of `key` (a tombstone's too), or undefined. */
   version(key: string): number | undefined
-  /** Forget every key and the evicted-keys filter (statistics are kept). */
+  /** True when the newest known version of `key` is a delete. */
+  isDeleted(key: string): boolean
+  /** Forget `key` as if evicted: its updates are dropped as 'evicted' until it is seeded again. */
+  forget(key: string): void
+  /**
+   * Adopt a full snapshot: its keys take its versions; a known key missing from it
+   * becomes a tombstone at its known version. The evicted-keys filter is kept: an
+   * evicted key may be a deleted one, whose late updates must not pass as new.
+   */
+  replace(items: Iterable<SnapshotItem>): void
+  /** Forget every key, tombstones included, and the evicted-keys filter (statistics are kept). */
   reset(): void
   stats(): GateStats
 }
@@ -117,14 +140,31 @@ export interface SubscribedLike {
   recovered?: boolean
 }
 
-/** The part of a centrifuge-js `Subscription` the helper uses. */
+/** What centrifuge-js passes to 'unsubscribed' listeners (the part used here). */
+export interface UnsubscribedLike {
+  code: number
+  reason: string
+}
+
+/**
+ * The part of a centrifuge-js stream `Subscription` the helper uses. A map or
+ * shared-poll subscription (`newMapSubscription`, `newSharedPollSubscription`)
+ * does not fit: it keeps its own state (a 'sync' snapshot, then key changes
+ * and removals as map entries, not envelopes), so the helper would miss the
+ * state and take the changes for malformed envelopes.
+ */
 export interface SubscriptionLike {
   state?: string
   on(event: 'publication', listener: (ctx: PublicationLike) => void): unknown
   on(event: 'subscribed', listener: (ctx: SubscribedLike) => void): unknown
-  removeListener(event: 'publication' | 'subscribed', listener: (...args: any[]) => void): unknown
+  on(event: 'unsubscribed', listener: (ctx: UnsubscribedLike) => void): unknown
+  removeListener(event: 'publication' | 'subscribed' | 'unsubscribed', listener: (...args: any[]) => void): unknown
   subscribe(): void
   unsubscribe(): void
+  /** Only a map subscription has it. */
+  remove?: never
+  /** Only a shared-poll subscription has it. */
+  track?: never
 }
 
 /** Why a load runs: the first one, or why a resync started. */
@@ -137,18 +177,50 @@ export type LoadReason =
   | (string & {})
 
 export interface LoadResult {
-  /** Every object the app now holds, with the version its data is at. */
-  items: Iterable<{ key: string; version: number }>
+  /**
+   * Every object the app now holds, with the version its data is at, and any
+   * tombstones the backend reports (`deleted: true`). A key the helper knew
+   * that is missing here is gone.
+   */
+  items: Iterable<SnapshotItem>
   [extra: string]: unknown
 }
+
+export interface LoadContext {
+  /** Why this load runs. */
+  reason: LoadReason
+  /** Aborted when a newer load supersedes this one or the helper is disposed: stop, and do not write into the store. */
+  signal: AbortSignal
+}
+
+/** What `reloadKey`'s fetch resolves: the object as the backend has it now, and how to apply it. */
+export interface FetchedObject {
+  /** Its version; leave it out for an object that does not exist and whose deletion version is unknown. */
+  version?: number
+  /** A tombstone: the object is deleted (at `version`, when known). */
+  deleted?: boolean
+  /** Write the object into the app's store (or remove it). Called only when it is newer than what the app holds. */
+  apply(): void
+}
+
+export interface FetchContext {
+  key: string
+  /** Aborted when the helper is disposed. */
+  signal: AbortSignal
+}
+
+/** Where the synced subscription is: see `SyncedSubscription.state`. */
+export type SyncState = 'loading' | 'live' | 'resyncing' | 'unsubscribed' | 'disposed'
 
 export interface SyncOptions {
   /**
    * Fetch the current state from your backend, apply it to your store, and
    * resolve with the versions it is at. Publications are buffered meanwhile.
-   * A rejection is reported on 'error' and retried with backoff.
+   * The snapshot must not be older than the call (no cached response, no
+   * lagging replica). A rejection is reported on 'error' and retried with
+   * backoff; a load whose `signal` is aborted is not used.
    */
-  load(context: { reason: LoadReason }): Promise<LoadResult> | LoadResult
+  load(context: LoadContext): Promise<LoadResult> | LoadResult
   /** A gate to use instead of a new one. */
   gate?: VersionGate
   /** Options for the new gate when `gate` is not given. */
@@ -166,6 +238,8 @@ export interface SyncOptions {
 export type ErrorContext =
   | { phase: 'parse'; publication: PublicationLike }
   | { phase: 'load'; attempt?: number; retryIn?: number }
+  | { phase: 'reload'; key: string }
+  | { phase: 'unsubscribed'; code: number; reason: string }
   | { phase: 'handler'; event: keyof SyncEvents }
   | { phase: 'listener' }
   | { phase: 'subscribe' }
@@ -173,11 +247,18 @@ export type ErrorContext =
 export interface SyncEvents<Data = unknown> {
   /** An update that passed the gate: apply it. */
   update(envelope: Envelope<Data>, info: { reason: AcceptReason }): void
-  /** An update the gate dropped; on 'evicted', reload that key and `gate.seed()` it. */
+  /** A delete that passed the gate (`envelope.deleted`): remove `envelope.key`. */
+  delete(envelope: Envelope<null>, info: { reason: AcceptReason }): void
+  /** An update the gate dropped; on 'evicted', `reloadKey()` that key. */
   drop(envelope: Envelope<Data>, info: { reason: DropReason }): void
   /** A resync started: publications are buffered until the reload finishes. */
   resync(info: { reason: LoadReason }): void
-  /** A load finished and the buffered publications were replayed. */
+  /**
+   * A load finished and the buffered publications were replayed: the state is
+   * live. `reason` is the reason of the load that finished: a resync requested
+   * during a load supersedes it, so even the first 'ready' may carry another
+   * reason than 'initial'.
+   */
   ready(info: { reason: LoadReason }): void
   error(error: unknown, context: ErrorContext): void
 }
@@ -187,9 +268,25 @@ export type Unbind = () => void
 
 export interface SyncedSubscription<Data = unknown> {
   readonly gate: VersionGate
+  /**
+   * 'loading' until the first load is done, 'live' while updates apply as they
+   * come, 'resyncing' during a reload, 'unsubscribed' while the subscription is
+   * unsubscribed (by the server or the app), 'disposed' after `dispose()`.
+   */
+  readonly state: SyncState
+  /** Resolves once the state is 'live' (at once if it is); rejects if the subscription is unsubscribed or the helper disposed first. */
+  ready(): Promise<void>
   on<Event extends keyof SyncEvents<Data>>(event: Event, handler: SyncEvents<Data>[Event]): Unbind
   /** Reload now (buffering meanwhile), e.g. when the app suspects it missed something. */
   resync(reason?: string): void
+  /**
+   * Reload one object (after an 'evicted' drop) without ever going backwards:
+   * `fetch` reads it, the helper calls its `apply()` only when it is newer than
+   * what the app holds, in order with the live updates. Publications of `key`
+   * wait meanwhile. Resolves true when `apply` ran; a failed fetch is reported
+   * on 'error' (phase 'reload') and resolves false.
+   */
+  reloadKey(key: string, fetch: (context: FetchContext) => Promise<FetchedObject> | FetchedObject): Promise<boolean>
   /** Detach every listener this helper attached; the subscription stays subscribed unless `unsubscribeOnDispose`. */
   dispose(): void
 }

@@ -10,7 +10,12 @@ import { createVersionGate } from './gate.js'
  *
  * A later `subscribed` event that did not recover the missed publications
  * (`wasRecovering && !recovered`, or any resubscribe of a non-recoverable
- * subscription) starts a resync: buffer again, reload, reseed, replay.
+ * subscription) starts a resync: buffer again, reload, hand the snapshot to the
+ * gate (keys missing from it become tombstones), replay.
+ *
+ * `reloadKey(key, fetch)` reloads one object without ever going backwards: the
+ * app fetches, the helper decides through the gate, in delivery order, whether
+ * the result is newer than what the app holds, and only then calls its `apply`.
  *
  * Nothing here throws into centrifuge-js: malformed publications, failed loads
  * and exceptions from the app's own handlers are reported on 'error'.
@@ -28,16 +33,43 @@ export function syncSubscription(subscription, {
   unsubscribeOnDispose = false
 }) {
   if (typeof load !== 'function') throw new TypeError('options.load must be a function')
+  // A map or shared-poll subscription keeps its own state ('sync' + key changes,
+  // not envelopes): the helper would miss the state and reject every change.
+  if (subscription.remove || subscription.track) throw new TypeError('not a stream subscription')
 
   let handlers = {}
-  /** Envelopes waiting for a load to finish; null once live. */
+  /** What waits for a load to finish (envelopes and finished reloadKey fetches); null once live. */
   let buffer = []
   let subscribedBefore = false
+  let liveBefore = false
+  let unsubscribed = false
   let loading = false
   let reloadReason
   let failures = 0
   let retryTimer
   let disposed = false
+  /** Of the load in flight: aborted when superseded or disposed. */
+  let loadAbort
+  /** Of every reloadKey fetch: aborted on dispose. */
+  const lifetime = new AbortController()
+  /**
+   * key -> envelopes held while a reloadKey of it runs (`.runs`: how many run,
+   * `.applied`: how many results were applied since the first started).
+   */
+  const reloading = new Map()
+  /** How many snapshots the gate adopted. */
+  let loads = 0
+  /** [resolve, reject] of the pending ready() promises. */
+  let waiters = []
+
+  const state = () =>
+    disposed ? 'disposed' : unsubscribed ? 'unsubscribed' : !buffer ? 'live' : liveBefore ? 'resyncing' : 'loading'
+
+  const settle = (outcome, value) => {
+    for (const waiter of waiters) waiter[outcome](value)
+    waiters = []
+  }
+  const ended = () => new Error(`centrifugo-async-client: ${state()}`)
 
   const emit = (event, ...args) => {
     for (const handler of handlers[event] || []) {
@@ -62,19 +94,62 @@ export function syncSubscription(subscription, {
     }
   }
 
-  const apply = envelope => {
-    const { accepted, reason } = gate.accept(envelope)
-    emit(accepted ? 'update' : 'drop', envelope, { reason })
+  /** Route one envelope or finished fetch: buffer, hold, or decide now. */
+  const deliver = item => {
+    if (buffer) return buffer.push(item)
+    if (item.done) return finishReload(item)
+    const held = reloading.get(item.key)
+    if (held) return held.push(item)
+    const { accepted, reason } = gate.accept(item)
+    emit(accepted ? (item.deleted ? 'delete' : 'update') : 'drop', item, { reason })
+  }
+
+  /**
+   * Apply a reloadKey result if it is newer than what the app holds; then release
+   * the key. When the gate does not know the key (evicted), or the result has no
+   * version, only a result read after everything the app applied since the call
+   * can be trusted: none of the key's results applied and no snapshot adopted
+   * since the fetch started.
+   */
+  const finishReload = job => {
+    const { key, fetched, done } = job
+    const held = reloading.get(key)
+    const fresh = job.loads === loads && job.applied === held.applied
+    let applied = false
+    if (
+      fetched &&
+      (fetched.version === undefined
+        ? fresh && (gate.forget(key), 1)
+        : (fresh || gate.version(key) !== undefined) && gate.seed(key, fetched.version, !!fetched.deleted))
+    ) {
+      held.applied++
+      try {
+        fetched.apply()
+        applied = true
+      } catch (error) {
+        report(error, { phase: 'reload', key })
+      }
+    }
+    if (!--held.runs) {
+      reloading.delete(key)
+      for (const envelope of held) deliver(envelope)
+    }
+    done(applied)
   }
 
   const runLoad = async reason => {
     loading = true
+    loadAbort = new AbortController()
+    // What arrived before this call is in the snapshot, which is read after it.
+    // Replayed after it, an update of an object the snapshot no longer lists
+    // (deleted) would bring it back: drop it (finished fetches stay: they wait).
+    buffer = buffer.filter(item => item.done)
     let failure
     try {
-      const { items } = await load({ reason })
+      const { items } = await load({ reason, signal: loadAbort.signal })
       if (!disposed && !reloadReason) {
-        gate.reset()
-        for (const { key, version } of items) gate.seed(key, version)
+        gate.replace(items)
+        loads++
       }
     } catch (error) {
       failure = { error }
@@ -95,23 +170,26 @@ export function syncSubscription(subscription, {
     failures = 0
     const replay = buffer
     buffer = null
-    for (const envelope of replay) {
+    for (const item of replay) {
       if (disposed) return
-      if (buffer) buffer.push(envelope)
-      else apply(envelope)
+      deliver(item)
     }
-    if (!buffer) emit('ready', { reason })
+    if (!buffer) {
+      liveBefore = true
+      emit('ready', { reason })
+      settle(0)
+    }
   }
 
   const startLoad = reason => {
     runLoad(reason).catch(error => report(error, { phase: 'load' }))
   }
 
+  /** Supersede the load in flight (stopping it), or start one. */
   const requestLoad = reason => {
-    if (disposed) return
-    buffer ||= []
     if (loading) {
       reloadReason = reason
+      loadAbort.abort()
     } else {
       clearTimeout(retryTimer)
       startLoad(reason)
@@ -133,16 +211,18 @@ export function syncSubscription(subscription, {
     } catch (error) {
       return report(error, { phase: 'parse', publication: ctx })
     }
-    if (!buffer) return apply(envelope)
-    buffer.push(envelope)
-    if (buffer.length > maxBuffered) {
-      buffer = []
-      if (loading) reloadReason = 'buffer-overflow'
+    deliver(envelope)
+    if (buffer?.length > maxBuffered) {
+      // Keep finished fetches (their promises wait); drop the envelopes and reload after them.
+      buffer = buffer.filter(item => item.done)
+      for (const held of reloading.values()) held.length = 0
       emit('resync', { reason: 'buffer-overflow' })
+      if (loading) requestLoad('buffer-overflow')
     }
   })
 
   const onSubscribed = guarded(ctx => {
+    unsubscribed = false
     if (!subscribedBefore) {
       subscribedBefore = true
       requestLoad('initial')
@@ -151,8 +231,16 @@ export function syncSubscription(subscription, {
     }
   })
 
-  subscription.on('publication', onPublication)
-  subscription.on('subscribed', onSubscribed)
+  const onUnsubscribed = guarded(({ code, reason }) => {
+    unsubscribed = true
+    const error = new Error(`subscription ended: ${reason} (code ${code})`)
+    // Code 0: the app called unsubscribe() itself.
+    if (code) report(error, { phase: 'unsubscribed', code, reason })
+    settle(1, error)
+  })
+
+  const listeners = { publication: onPublication, subscribed: onSubscribed, unsubscribed: onUnsubscribed }
+  for (const event in listeners) subscription.on(event, listeners[event])
   queueMicrotask(() => {
     if (disposed || subscribedBefore) return
     if (subscription.state === 'subscribed') return onSubscribed({})
@@ -166,6 +254,18 @@ export function syncSubscription(subscription, {
   return {
     gate,
 
+    get state() {
+      return state()
+    },
+
+    ready: () =>
+      new Promise((resolve, reject) => {
+        const now = state()
+        if (now === 'live') resolve()
+        else if (now === 'disposed' || now === 'unsubscribed') reject(ended())
+        else waiters.push([resolve, reject])
+      }),
+
     on(event, handler) {
       (handlers[event] ||= []).push(handler)
       return () => {
@@ -175,14 +275,34 @@ export function syncSubscription(subscription, {
 
     resync: (reason = 'manual') => resync(reason),
 
+    async reloadKey(key, fetch) {
+      if (disposed) return false
+      let held = reloading.get(key)
+      if (!held) {
+        reloading.set(key, (held = []))
+        held.runs = held.applied = 0
+      }
+      held.runs++
+      const job = { key, loads, applied: held.applied }
+      try {
+        job.fetched = await fetch({ key, signal: lifetime.signal })
+      } catch (error) {
+        if (!disposed) report(error, { phase: 'reload', key })
+      }
+      return disposed ? false : new Promise(done => deliver(Object.assign(job, { done })))
+    },
+
     dispose() {
       if (disposed) return
       disposed = true
-      subscription.removeListener('publication', onPublication)
-      subscription.removeListener('subscribed', onSubscribed)
+      for (const event in listeners) subscription.removeListener(event, listeners[event])
       clearTimeout(retryTimer)
+      lifetime.abort()
+      loadAbort?.abort()
+      for (const item of buffer || []) item.done?.(false)
       buffer = null
       handlers = {}
+      settle(1, ended())
       if (unsubscribeOnDispose) {
         try {
           subscription.unsubscribe()

@@ -1,13 +1,18 @@
 /**
  * The example app (examples/app: Starlette + SQLite + AsyncPublisher, with its
  * own Redis, Centrifugo and relay) end to end in headless Chromium. A burst of
- * updates races the page's initial load; then, while updates keep coming, the
- * relay is SIGKILLed and started again and Centrifugo is restarted, so the
- * page's WebSocket reconnects and its subscription cannot recover (history is
- * in memory). The DOM must end up showing exactly what SQLite holds. Last,
+ * updates races the page's initial load, and the form saves its own default
+ * price. Then, while updates keep coming, the page's buttons SIGKILL the relay
+ * (the status pill must say "delayed", not "live", while updates wait), start
+ * it again and restart Centrifugo, each action logging "done"; the page's
+ * WebSocket reconnects and its subscription cannot recover (history is in
+ * memory). The DOM must end up showing exactly what SQLite holds. Then,
  * stale and duplicate messages injected straight into the queues (past the
  * database) must be dropped by the page's version gate, and a live update
- * after them must still show up.
+ * after them must still show up. Last, a product is deleted while an older
+ * update of it races the delete (and is injected again after it, and after a
+ * reload): it must disappear and stay gone, until it is created again; and
+ * the page's Delete button deletes another one.
  */
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
@@ -27,7 +32,7 @@ const INJECTED_KEYS = 5
 const READ_DATABASE = `
 import json, sqlite3, sys
 db = sqlite3.connect(json.load(sys.stdin)["db"])
-rows = db.execute("SELECT key, version, data FROM objects ORDER BY key").fetchall()
+rows = db.execute("SELECT key, version, data FROM objects WHERE deleted = 0 ORDER BY key").fetchall()
 json.dump([{"key": k, "version": v, "data": json.loads(d)} for k, v, d in rows], sys.stdout)
 `
 
@@ -72,6 +77,27 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
 
   const stackStatus = async () => (await fetch(`${app.url}/api/stack`, { signal: AbortSignal.timeout(10000) })).json()
 
+  /** Click one of the page's stack buttons and wait until the page logs that it is done. */
+  const clickAction = async (action, label) => {
+    const logged = await page.evaluate(() => window.exampleApp.log.length)
+    await page.click(`[data-action="${action}"]`)
+    await page.waitForFunction(
+      ({ logged, label }) => {
+        const log = window.exampleApp.log.slice(logged)
+        return log.includes(`${label}: done`) || log.some(line => line.startsWith(`${label} failed`))
+      },
+      { logged, label },
+      { timeout: 30000 }
+    )
+    const log = await page.evaluate(logged => window.exampleApp.log.slice(logged), logged)
+    const started = log.indexOf(`${label}…`)
+    assert.ok(started >= 0 && log.indexOf(`${label}: done`) > started, JSON.stringify(log))
+  }
+
+  /** The sync pill as a person sees it. */
+  const syncPill = () =>
+    page.$eval('#sync', pill => ({ state: pill.dataset.state, text: pill.textContent }))
+
   /** SQLite's rows, read straight from the file (not through the app). */
   const databaseRows = () => runPython(READ_DATABASE, { db: dbPath })
 
@@ -96,10 +122,17 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
       data
     }))
 
+  const remove = async path => {
+    const response = await fetch(`${app.url}${path}`, { method: 'DELETE', signal: AbortSignal.timeout(30000) })
+    const reply = await response.json()
+    assert.equal(response.status, 200, `DELETE ${path}: ${JSON.stringify(reply)}`)
+    return reply
+  }
+
   /** With writes stopped: wait (bounded) until the DOM shows exactly SQLite's rows, and assert it. */
-  const assertPageShowsDatabase = async what => {
+  const assertPageShowsDatabase = async (what, count = 20) => {
     const rows = await databaseRows()
-    assert.equal(rows.length, 20, 'the seeded price board has 20 objects')
+    assert.equal(rows.length, count, `the price board has ${count} objects`)
     const expected = expectedOnPage(rows)
     let shown
     await waitFor(() => JSON.stringify(shown) === JSON.stringify(expected), {
@@ -189,17 +222,50 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
       'every object was seeded at version 1 and bumped once per update'
     )
 
-    // 2. Updates keep coming while the relay is killed and started again.
+    // 1b. The form's default price (1.99) is valid for its own input, and Save stores it.
+    const priceInput = await page.$eval('#update-form input[name=price]', input => ({
+      value: input.value,
+      valid: input.checkValidity()
+    }))
+    assert.deepEqual(priceInput, { value: '1.99', valid: true })
+    const [saved] = afterBurst
+    await page.selectOption('#product', saved.key)
+    await page.click('#update-form button:not([type])')
+    await page.waitForFunction(
+      ({ key, version }) => window.exampleApp.log.includes(`saved ${key} at v${version}`),
+      { key: saved.key, version: saved.version + 1 },
+      { timeout: 30000 }
+    )
+    const afterSave = await assertPageShowsDatabase('the saved default price to show up')
+    assert.equal(afterSave.find(row => row.key === saved.key).data.price_cents, 199)
+    // Nothing waits in the queues now (the burst may have, on a busy machine): "live".
+    await page.waitForFunction(() => document.querySelector('#sync').dataset.state === 'live', null, {
+      timeout: 30000
+    })
+    assert.deepEqual(await syncPill(), { state: 'live', text: 'live' })
+
+    // 2. Updates keep coming while the relay is killed and started again, from
+    // the page's buttons. Meanwhile the pill must not claim "live".
     const writer = startWriter()
     try {
-      const killed = await post('/api/stack/relay/kill')
-      assert.equal(killed.relay_pid, null, 'the relay is gone')
+      await clickAction('relay/kill', 'kill relay')
+      assert.equal((await stackStatus()).relay_pid, null, 'the relay is gone')
       const before = writer.count()
       await waitFor(() => writer.count() >= before + 20, { timeoutMs: 30000, what: 'updates while the relay is dead' })
+      await page.waitForFunction(() => document.querySelector('#sync').dataset.state === 'delayed', null, {
+        timeout: 30000
+      })
+      const delayed = await syncPill()
+      assert.match(delayed.text, /^delayed \d+\.\d s · \d+ waiting$/, JSON.stringify(delayed))
+      assert.equal(await page.evaluate(() => window.exampleApp.sync), 'live', 'in sync with what arrived')
+      assert.ok(
+        await page.evaluate(() => window.exampleApp.log.some(line => line.startsWith('delivery delayed: '))),
+        'the delay is logged'
+      )
       const backlog = await stackStatus()
       assert.ok(backlog.queues.queued > 0, `updates wait in Redis while no relay runs: ${JSON.stringify(backlog)}`)
-      const restarted = await post('/api/stack/relay/start')
-      assert.ok(restarted.relay_pid > 0, 'a new relay runs')
+      await clickAction('relay/start', 'start relay')
+      assert.ok((await stackStatus()).relay_pid > 0, 'a new relay runs')
 
       // 3. Centrifugo restarts: the page's WebSocket reconnects and, as the
       // history was in memory, its subscription cannot recover and reloads.
@@ -207,7 +273,7 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
         connects: window.exampleApp.connects,
         resyncs: window.exampleApp.resyncs.length
       }))
-      await post('/api/stack/centrifugo/restart')
+      await clickAction('centrifugo/restart', 'restart centrifugo')
       await page.waitForFunction(
         ({ connects, resyncs }) =>
           window.exampleApp.connects > connects &&
@@ -249,6 +315,11 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
       }
     })
     assert.equal(status.queues.dead_letters, 0)
+    // With the backlog delivered, the pill says "live" again.
+    await page.waitForFunction(() => document.querySelector('#sync').dataset.state === 'live', null, {
+      timeout: 30000
+    })
+    assert.ok(await page.evaluate(() => window.exampleApp.log.includes('delivery on time again')))
 
     // 5. A duplicate (the current version) and a stale message (the one before)
     // of a few objects, enqueued with the Python publisher past the database,
@@ -282,6 +353,88 @@ describe('example app e2e: price board in headless Chromium', { timeout: 240000 
     const updated = await post(`/api/objects/${target.key}`, { price_cents: 4242 })
     assert.equal(updated.version, target.version + 1)
     await assertPageShowsDatabase('a live update after the injection to show up')
+
+    // 6. A delete races an older update of the same product: the update is
+    // enqueued (past the database, with a fresh idempotency key) while the app
+    // deletes the row and publishes the delete. Whichever lands first, the
+    // product disappears and the older update is dropped: as a duplicate if it
+    // came first (the page held that version), as stale if it came after the
+    // delete (the gate keeps the delete's version as a tombstone).
+    const victim = (await databaseRows())[1]
+    const older = () =>
+      publishWithPython(app, [
+        {
+          channel: app.channel,
+          key: victim.key,
+          version: victim.version,
+          data: { ...victim.data, price_cents: 1, injected: 'older than the delete' },
+          idempotency_key: `older-${randomUUID()}`
+        }
+      ])
+    const dropReasons = key =>
+      page.evaluate(key => window.exampleApp.drops.filter(drop => drop.key === key).map(drop => drop.reason), key)
+    const earlierDrops = (await dropReasons(victim.key)).length // from the injection above
+    const dropsOf = async key => (await dropReasons(key)).length - earlierDrops
+    const beforeDelete = await page.evaluate(() => window.exampleApp.stats())
+    const [deleted] = await Promise.all([remove(`/api/objects/${victim.key}`), older()])
+    assert.deepEqual(deleted, { key: victim.key, version: victim.version + 1, deleted: true, published: true })
+    await page.waitForFunction(key => window.exampleApp.deletes.some(d => d.key === key), victim.key)
+    let victimDrops = 0
+    await waitFor(() => victimDrops >= 1, {
+      timeoutMs: 30000,
+      intervalMs: 100,
+      what: 'the racing older update to be dropped',
+      poll: async () => {
+        victimDrops = await dropsOf(victim.key)
+      }
+    })
+    const afterRace = await page.evaluate(() => window.exampleApp.stats())
+    assert.equal(afterRace.accepted, beforeDelete.accepted + 1, 'only the delete was applied')
+    assert.equal(await page.$(`#board .card[data-key="${victim.key}"]`), null, 'the card is gone')
+
+    // The same older update once more, now certainly after the delete: stale.
+    await older()
+    await waitFor(() => victimDrops >= 2, {
+      timeoutMs: 30000,
+      intervalMs: 100,
+      what: 'the late older update to be dropped',
+      poll: async () => {
+        victimDrops = await dropsOf(victim.key)
+      }
+    })
+    // And after a full reload, whose snapshot lists the product's tombstone.
+    const loads = await page.evaluate(() => window.exampleApp.loads)
+    await page.evaluate(() => window.exampleApp.resync('manual'))
+    await page.waitForFunction(loads => window.exampleApp.loads > loads && window.exampleApp.state() === 'live', loads)
+    await older()
+    await waitFor(() => victimDrops >= 3, {
+      timeoutMs: 30000,
+      intervalMs: 100,
+      what: 'the older update after the reload to be dropped',
+      poll: async () => {
+        victimDrops = await dropsOf(victim.key)
+      }
+    })
+    const victimDropReasons = (await dropReasons(victim.key)).slice(earlierDrops)
+    assert.deepEqual(victimDropReasons.slice(1), ['stale', 'stale'], JSON.stringify(victimDropReasons))
+    assert.ok(['stale', 'duplicate'].includes(victimDropReasons[0]), JSON.stringify(victimDropReasons))
+    await assertPageShowsDatabase('the page to show the database without the deleted product', 19)
+
+    // Created again, its versions go on from the tombstone's: it shows up.
+    const recreated = await post(`/api/objects/${victim.key}`, { name: victim.data.name, price_cents: 4343 })
+    assert.equal(recreated.version, victim.version + 2)
+    await assertPageShowsDatabase('the product created again to show up')
+
+    // 7. The page's Delete button deletes the selected product.
+    const doomed = (await databaseRows())[2]
+    await page.selectOption('#product', doomed.key)
+    await page.click('#delete')
+    await page.waitForFunction(key => window.exampleApp.deletes.some(d => d.key === key), doomed.key, {
+      timeout: 30000
+    })
+    const deletedLine = `deleted ${doomed.key} at v${doomed.version + 1}`
+    assert.ok(await page.evaluate(line => window.exampleApp.log.includes(line), deletedLine), deletedLine)
+    await assertPageShowsDatabase('the page to show the database without the product deleted from the page', 19)
 
     const drops = await page.evaluate(() => window.exampleApp.drops)
     assert.ok(drops.every(drop => drop.reason === 'stale' || drop.reason === 'duplicate'), JSON.stringify(drops))

@@ -22,6 +22,21 @@ describe('parseEnvelope: shared vectors', () => {
     assert.equal('future_field' in parsed, false)
   })
 
+  for (const vector of vectors.equivalent) {
+    test(`equivalent: ${vector.name}`, () => {
+      assert.deepEqual(parseEnvelope(vector.encoded), JSON.parse(vector.canonical))
+    })
+  }
+
+  for (const vector of vectors.old_readers) {
+    test(`what an old reader sees of \`${vector.field}\``, () => {
+      // An old reader keeps only the fields it knows, like parseEnvelope does with unknown ones.
+      const { [vector.field]: known, ...rest } = parseEnvelope(vector.encoded)
+      assert.ok(known !== undefined)
+      assert.deepEqual(rest, vector.old_reader_fields)
+    })
+  }
+
   const refusedFor = reason => error => {
     assert.ok(error instanceof EnvelopeError)
     assert.equal(error.reason, reason)
@@ -154,5 +169,19 @@ describe('parseEnvelope: rules shared with decode_envelope', () => {
     const parsed = parseEnvelope(input)
     input.tags.a = 'changed'
     assert.equal(parsed.tags.a, 'b')
+  })
+})
+
+describe('parseEnvelope: deletes', () => {
+  test('a delete carries deleted: true and null data; an update has no deleted field', () => {
+    assert.deepEqual(parseEnvelope({ ...base, data: null, deleted: true }), { ...base, data: null, deleted: true })
+    assert.equal('deleted' in parseEnvelope({ ...base, deleted: false }), false)
+    assert.equal('deleted' in parseEnvelope(base), false)
+  })
+
+  test('a bad delete names the field', () => {
+    assert.throws(() => parseEnvelope({ ...base, deleted: true }), { field: 'data', message: /must be null in a delete/ })
+    assert.throws(() => parseEnvelope({ ...base, data: null, deleted: 'yes' }), { field: 'deleted' })
+    assert.throws(() => parseEnvelope({ ...base, data: null, deleted: null }), { field: 'deleted' })
   })
 })

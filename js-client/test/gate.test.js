@@ -122,4 +122,88 @@ describe('version gate', () => {
       assert.equal(gate.accept(update(`k${i}`, 0)).accepted, false, `k${i}`)
     }
   })
+
+  test('a delete leaves a tombstone that drops older updates', () => {
+    const gate = createVersionGate()
+    gate.seed('a', 3)
+    assert.deepEqual(gate.accept({ key: 'a', version: 4, deleted: true }), { accepted: true, reason: 'newer' })
+    assert.equal(gate.isDeleted('a'), true)
+    assert.equal(gate.version('a'), 4)
+    assert.equal(gate.accept(update('a', 3)).reason, 'stale', 'the late update of a deleted object')
+    assert.equal(gate.accept(update('a', 4)).reason, 'duplicate')
+    assert.equal(gate.accept({ key: 'a', version: 4, deleted: true }).reason, 'duplicate')
+    assert.equal(gate.accept(update('a', 5)).reason, 'newer', 're-created at a newer version')
+    assert.equal(gate.isDeleted('a'), false)
+    assert.deepEqual(gate.accept({ key: 'b', version: 2, deleted: true }), { accepted: true, reason: 'new' })
+    assert.equal(gate.accept(update('b', 1)).reason, 'stale')
+    assert.equal(gate.isDeleted('never-seen'), false)
+  })
+
+  test('tombstones count against maxKeys and are evicted like other keys', () => {
+    const gate = createVersionGate({ maxKeys: 2 })
+    gate.accept({ key: 'a', version: 1, deleted: true })
+    gate.accept({ key: 'b', version: 1, deleted: true })
+    gate.accept(update('c', 1))
+    assert.equal(gate.stats().size, 2)
+    assert.equal(gate.version('a'), undefined)
+    assert.equal(gate.accept(update('a', 0)).reason, 'evicted', 'never new: it may be the deleted one')
+  })
+
+  test('seed reports whether it advanced', () => {
+    const gate = createVersionGate({ maxKeys: 1 })
+    assert.equal(gate.seed('a', 5), true)
+    assert.equal(gate.seed('a', 5), false)
+    assert.equal(gate.seed('a', 4), false, 'an older reload must not be applied')
+    assert.equal(gate.seed('a', 6, true), true)
+    assert.equal(gate.isDeleted('a'), true)
+    assert.equal(gate.seed('a', 6), false)
+    assert.equal(gate.isDeleted('a'), true)
+    gate.seed('b', 1)
+    assert.equal(gate.seed('a', 2), true, 'unknown again: whatever was loaded is taken')
+  })
+
+  test('forget drops later updates as evicted', () => {
+    const gate = createVersionGate()
+    gate.seed('a', 3)
+    gate.forget('a')
+    assert.equal(gate.version('a'), undefined)
+    assert.equal(gate.accept(update('a', 9)).reason, 'evicted')
+  })
+
+  test('replace adopts a snapshot and turns known keys missing from it into tombstones', () => {
+    const gate = createVersionGate({ maxKeys: 10, evictedFilterBits: 64 })
+    gate.accept(update('kept', 5))
+    gate.accept(update('ahead', 9))
+    for (let n = 0; n < 20; n++) gate.accept(update(`x${n}`, 1))
+    gate.replace([
+      { key: 'kept', version: 6 },
+      { key: 'ahead', version: 7 },
+      { key: 'tomb', version: 2, deleted: true },
+      { key: 'dup', version: 1 },
+      { key: 'dup', version: 3 }
+    ])
+    assert.equal(gate.version('kept'), 6)
+    assert.equal(gate.version('ahead'), 7, "the snapshot's version is set, not maxed")
+    assert.equal(gate.version('dup'), 3)
+    assert.equal(gate.isDeleted('tomb'), true)
+    assert.equal(gate.accept(update('tomb', 1)).reason, 'stale')
+    assert.equal(gate.accept(update('x19', 0)).reason, 'stale', 'known keys missing from it became tombstones')
+    assert.equal(gate.accept(update('x19', 2)).reason, 'newer')
+    assert.equal(gate.accept(update('kept', 1)).reason, 'stale', 'evicted before, known again')
+    assert.ok(gate.stats().size <= 10)
+    assert.throws(() => gate.replace([{ key: 'bad', version: -1 }]), TypeError)
+    assert.equal(gate.version('kept'), 6, 'a bad snapshot changes nothing')
+  })
+
+  test('a key deleted before a reload stays a tombstone after it, or stays evicted', () => {
+    const gate = createVersionGate({ maxKeys: 1 })
+    gate.accept(update('a', 1))
+    gate.accept({ key: 'a', version: 2, deleted: true })
+    gate.replace([])
+    assert.equal(gate.isDeleted('a'), true)
+    assert.equal(gate.accept(update('a', 1)).reason, 'stale')
+    gate.accept(update('b', 1)) // evicts the tombstone of a
+    gate.replace([{ key: 'b', version: 1 }])
+    assert.equal(gate.accept(update('a', 1)).reason, 'evicted', 'the filter is kept: never new')
+  })
 })

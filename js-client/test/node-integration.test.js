@@ -2,7 +2,8 @@
  * Python publishes, the relay delivers through a real Centrifugo, centrifuge-js
  * (on Node, with `ws`) receives, and syncSubscription + the version gate keep
  * the newest version per key: an injected late duplicate and an injected older
- * version are dropped, and a recovery that really fails (more publications
+ * version are dropped, a delete removes its key and an older update arriving
+ * after it stays dropped, and a recovery that really fails (more publications
  * missed than the channel's history holds) triggers a reload.
  */
 import assert from 'node:assert/strict'
@@ -128,6 +129,42 @@ describe('node integration: Python publisher -> relay -> Centrifugo -> centrifug
     synced.dispose()
     subscription.unsubscribe()
     finished = true
+  })
+
+  test('a delete reaches the subscriber as it was enqueued and the gate removes the key', async () => {
+    const channel = `obj:test-${randomUUID()}`
+    const centrifuge = newClient()
+    const subscription = centrifuge.newSubscription(channel, { recoverable: true, positioned: true })
+    const state = new Map([['a', 1], ['b', 1]])
+    const seen = []
+    const raw = []
+    subscription.on('publication', ctx => raw.push(ctx.data))
+    const synced = syncSubscription(subscription, { load: () => ({ items: [...state].map(([key, version]) => ({ key, version })) }) })
+    synced.on('update', ({ key, version }) => state.set(key, version))
+    synced.on('delete', envelope => {
+      seen.push(`delete ${envelope.key}@${envelope.version} ${envelope.deleted} ${envelope.data}`)
+      state.delete(envelope.key)
+    })
+    synced.on('drop', ({ key, version }, { reason }) => seen.push(`drop ${key}@${version} ${reason}`))
+    centrifuge.connect()
+    await synced.ready()
+
+    await publishWithPython(devstack, [
+      { channel, key: 'a', version: 2, deleted: true },
+      // An older update, late (a fresh idempotency key, so Centrifugo delivers it).
+      { channel, key: 'a', version: 1, data: { late: true }, idempotency_key: `late-${randomUUID()}` },
+      { channel, key: 'b', version: 2, deleted: true },
+      { channel, key: 'b', version: 3, data: { again: true } }
+    ])
+    await waitFor(() => seen.length === 3 && state.get('b') === 3, { timeoutMs: 30000, what: 'the deletes' })
+    assert.deepEqual(seen.sort(), ['delete a@2 true null', 'delete b@2 true null', 'drop a@1 stale'])
+    const deleteOfA = raw.find(data => data.key === 'a' && data.version === 2)
+    assert.deepEqual(Object.keys(deleteOfA), ['v', 'channel', 'key', 'version', 'seq', 'shard', 'ts', 'data', 'deleted'])
+    assert.equal(deleteOfA.data, null)
+    assert.equal(deleteOfA.deleted, true)
+    assert.deepEqual([...state], [['b', 3]])
+    assert.equal(synced.gate.isDeleted('a'), true)
+    synced.dispose()
   })
 
   test('a recovery that fails for real (history overflowed) reloads and converges', async () => {

@@ -9,12 +9,14 @@ import { settle, waitFor } from './support/wait.js'
 function start(subscription, options) {
   const synced = syncSubscription(subscription, options)
   const events = []
-  for (const name of ['update', 'drop', 'resync', 'ready', 'error']) {
+  for (const name of ['update', 'delete', 'drop', 'resync', 'ready', 'error']) {
     synced.on(name, (first, second) => events.push([name, first, second]))
   }
   const summary = () =>
     events.map(([name, first, second]) => {
-      if (name === 'update' || name === 'drop') return `${name} ${first.key}@${first.version} ${second.reason}`
+      if (name === 'update' || name === 'drop' || name === 'delete') {
+        return `${name} ${first.key}@${first.version} ${second.reason}`
+      }
       if (name === 'error') return `error ${second.phase}`
       return `${name} ${first.reason}`
     })
@@ -34,7 +36,7 @@ describe('syncSubscription', () => {
 
     subscription.subscribed()
     assert.equal(calls.length, 1)
-    assert.deepEqual(calls[0].context, { reason: 'initial' })
+    assert.equal(calls[0].context.reason, 'initial')
 
     subscription.publish('a', 1)
     subscription.publish('a', 2)
@@ -88,7 +90,7 @@ describe('syncSubscription', () => {
 
     subscription.subscribed({ wasRecovering: true, recovered: false })
     assert.equal(calls.length, 2)
-    assert.deepEqual(calls[1].context, { reason: 'recovery-failed' })
+    assert.equal(calls[1].context.reason, 'recovery-failed')
     subscription.publish('a', 3)
     subscription.publish('a', 5)
     assert.equal(events.at(-1)[0], 'resync')
@@ -101,7 +103,7 @@ describe('syncSubscription', () => {
       'update a@5 newer',
       'ready recovery-failed'
     ])
-    assert.equal(synced.gate.version('gone'), undefined, 'the gate was reset before reseeding')
+    assert.ok(synced.gate.isDeleted('gone'), 'absent from the fresh snapshot: gone, kept as a tombstone')
     synced.dispose()
   })
 
@@ -114,7 +116,7 @@ describe('syncSubscription', () => {
     calls[0].resolve({ items: [] })
     await settle()
     subscription.subscribed({ wasRecovering: false })
-    assert.deepEqual(calls[1].context, { reason: 'resubscribed' })
+    assert.equal(calls[1].context.reason, 'resubscribed')
     calls[1].resolve({ items: [] })
     await settle()
     assert.deepEqual(summary(), ['ready initial', 'resync resubscribed', 'ready resubscribed'])
@@ -134,12 +136,14 @@ describe('syncSubscription', () => {
     calls[0].resolve({ items: [{ key: 'a', version: 9 }] })
     await settle()
     assert.equal(calls.length, 2)
-    assert.deepEqual(calls[1].context, { reason: 'manual' })
+    assert.equal(calls[1].context.reason, 'manual')
     assert.equal(synced.gate.version('a'), undefined, 'the superseded result was not used')
 
-    calls[1].resolve({ items: [{ key: 'a', version: 1 }] })
+    // a@2 arrived before this load was called: its snapshot has it, a@3 arrives during it.
+    subscription.publish('a', 3)
+    calls[1].resolve({ items: [{ key: 'a', version: 2 }] })
     await settle()
-    assert.deepEqual(summary(), ['resync manual', 'update a@2 newer', 'ready manual'])
+    assert.deepEqual(summary(), ['resync manual', 'update a@3 newer', 'ready manual'])
     synced.dispose()
   })
 
@@ -164,11 +168,11 @@ describe('syncSubscription', () => {
     const load = async () => {
       attempts++
       if (attempts <= 3) throw new Error(`backend down (${attempts})`)
+      subscription.publish('a', 2) // committed after the snapshot's read
       return { items: [{ key: 'a', version: 1 }] }
     }
     const { synced, events, summary } = start(subscription, { load, minReloadDelay: 5, maxReloadDelay: 12 })
     await settle()
-    subscription.publish('a', 2)
     await waitFor(() => summary().includes('ready initial'), { what: 'ready' })
 
     const errors = events.filter(([name]) => name === 'error')
@@ -297,11 +301,11 @@ describe('syncSubscription', () => {
     await settle()
     subscription.subscribed()
     for (let version = 1; version <= 4; version++) subscription.publish('a', version)
-    subscription.publish('a', 5)
     calls[0].resolve({ items: [{ key: 'a', version: 1 }] })
     await settle()
     assert.equal(calls.length, 2)
-    assert.deepEqual(calls[1].context, { reason: 'buffer-overflow' })
+    assert.equal(calls[1].context.reason, 'buffer-overflow')
+    subscription.publish('a', 5)
     calls[1].resolve({ items: [{ key: 'a', version: 4 }] })
     await settle()
     assert.deepEqual(summary(), ['resync buffer-overflow', 'update a@5 newer', 'ready buffer-overflow'])
@@ -366,5 +370,277 @@ describe('syncSubscription', () => {
 
   test('load is required', () => {
     assert.throws(() => syncSubscription(new FakeSubscription(), {}), TypeError)
+  })
+
+  test('a delete is emitted as delete and a late older update of it is dropped', async () => {
+    const subscription = new FakeSubscription('subscribed')
+    const load = () => ({ items: [{ key: 'a', version: 2 }, { key: 'b', version: 1 }] })
+    const { synced, summary, events } = start(subscription, { load })
+    await waitFor(() => summary().includes('ready initial'))
+    subscription.publishDelete('a', 3)
+    subscription.publish('a', 2)
+    subscription.publishDelete('a', 3)
+    subscription.publishDelete('b', 2)
+    subscription.publish('b', 3)
+    assert.deepEqual(summary().slice(1), [
+      'delete a@3 newer',
+      'drop a@2 stale',
+      'drop a@3 duplicate',
+      'delete b@2 newer',
+      'update b@3 newer'
+    ])
+    const [, deleted] = events.find(([name]) => name === 'delete')
+    assert.equal(deleted.deleted, true)
+    assert.equal(deleted.data, null)
+    synced.dispose()
+  })
+
+  test('a reload reconciles tombstones in the snapshot and keys missing from it', async () => {
+    const subscription = new FakeSubscription('subscribed')
+    const { calls, load } = controlledLoad()
+    const { synced, summary } = start(subscription, { load })
+    await settle()
+    calls[0].resolve({ items: [{ key: 'a', version: 1 }, { key: 'b', version: 1 }, { key: 'c', version: 1 }] })
+    await settle()
+    synced.resync()
+    calls[1].resolve({ items: [{ key: 'a', version: 5, deleted: true }, { key: 'c', version: 1 }] })
+    await settle()
+    subscription.publish('a', 4)
+    subscription.publish('b', 1)
+    subscription.publish('b', 2)
+    assert.deepEqual(summary().slice(-3), ['drop a@4 stale', 'drop b@1 duplicate', 'update b@2 newer'])
+    synced.dispose()
+  })
+
+  test('what arrived before a reload is left to its snapshot: a deleted object does not come back', async () => {
+    const subscription = new FakeSubscription()
+    const { calls, load } = controlledLoad()
+    const { synced, summary } = start(subscription, { load })
+    await settle()
+    subscription.subscribed()
+    subscription.publish('a', 8) // buffered during the first load
+    // The connection drops; a's delete (version 9) is lost with it; recovery fails.
+    subscription.subscribed({ wasRecovering: true, recovered: false })
+    calls[0].resolve({ items: [{ key: 'a', version: 7 }] })
+    await settle()
+    calls[1].resolve({ items: [] }) // read after the delete, which it does not list
+    await settle()
+    assert.deepEqual(summary(), ['resync recovery-failed', 'ready recovery-failed'])
+    synced.dispose()
+  })
+
+  test('state and ready() follow loads, resyncs and dispose', async () => {
+    const subscription = new FakeSubscription()
+    const { calls, load } = controlledLoad()
+    const { synced } = start(subscription, { load })
+    assert.equal(synced.state, 'loading')
+    let first = false
+    synced.ready().then(() => (first = true))
+    await settle()
+    subscription.subscribed()
+    assert.equal(synced.state, 'loading')
+    calls[0].resolve({ items: [] })
+    await settle()
+    assert.equal(first, true)
+    assert.equal(synced.state, 'live')
+    await synced.ready()
+
+    synced.resync()
+    assert.equal(synced.state, 'resyncing')
+    const pending = synced.ready()
+    synced.dispose()
+    assert.equal(synced.state, 'disposed')
+    await assert.rejects(pending, /disposed/)
+    await assert.rejects(synced.ready(), /disposed/)
+  })
+
+  test('a superseded load and a disposed one are aborted through their signal', async () => {
+    const subscription = new FakeSubscription('subscribed')
+    const { calls, load } = controlledLoad()
+    const { synced } = start(subscription, { load })
+    await settle()
+    const { signal } = calls[0].context
+    assert.equal(signal.aborted, false)
+    synced.resync()
+    assert.equal(signal.aborted, true, 'superseded')
+    calls[0].reject(signal.reason)
+    await settle()
+    assert.equal(calls.length, 2)
+    synced.dispose()
+    assert.equal(calls[1].context.signal.aborted, true, 'disposed')
+  })
+
+  test('unsubscribed by the server is reported and ends ready(); the app unsubscribing is not an error', async () => {
+    const subscription = new FakeSubscription('subscribed')
+    const { synced, summary, events } = start(subscription, { load: () => ({ items: [] }) })
+    await waitFor(() => synced.state === 'live')
+    subscription.ended(2500, 'unauthorized')
+    assert.equal(synced.state, 'unsubscribed')
+    await assert.rejects(synced.ready(), /unsubscribed/)
+    const [, error, context] = events.find(([name]) => name === 'error')
+    assert.match(error.message, /unauthorized \(code 2500\)/)
+    assert.deepEqual(context, { phase: 'unsubscribed', code: 2500, reason: 'unauthorized' })
+
+    subscription.subscribed()
+    await waitFor(() => synced.state === 'live')
+    assert.deepEqual(summary().slice(-2), ['resync resubscribed', 'ready resubscribed'])
+    subscription.unsubscribe()
+    assert.equal(synced.state, 'unsubscribed')
+    assert.equal(events.filter(([name]) => name === 'error').length, 1)
+    synced.dispose()
+  })
+
+  test('a map or shared-poll subscription is refused', () => {
+    const map = new FakeSubscription()
+    map.remove = () => {}
+    assert.throws(() => syncSubscription(map, { load: () => ({ items: [] }) }), /not a stream subscription/)
+    const poll = new FakeSubscription()
+    poll.track = () => {}
+    assert.throws(() => syncSubscription(poll, { load: () => ({ items: [] }) }), /not a stream subscription/)
+  })
+})
+
+/** A fetch for reloadKey that resolves when the test says, applying into `store`. */
+function controlledFetch(store) {
+  const calls = []
+  const fetch = context =>
+    new Promise((resolve, reject) => {
+      calls.push({
+        context,
+        reject,
+        resolve: version =>
+          resolve(
+            version === undefined
+              ? { deleted: true, apply: () => store.delete(context.key) }
+              : { version, apply: () => store.set(context.key, version) }
+          )
+      })
+    })
+  return { calls, fetch }
+}
+
+describe('syncSubscription: reloadKey', () => {
+  /** Live with `a` and `b` loaded at 1 and a gate that remembers one key: `a` is evicted. */
+  async function evicted() {
+    const subscription = new FakeSubscription('subscribed')
+    const store = new Map([['a', 1], ['b', 1]])
+    const { calls, load } = controlledLoad()
+    const started = start(subscription, { load, gateOptions: { maxKeys: 1 } })
+    started.synced.on('update', ({ key, version }) => store.set(key, version))
+    await settle()
+    calls[0].resolve({ items: [{ key: 'a', version: 1 }, { key: 'b', version: 1 }] })
+    await settle()
+    subscription.publish('a', 2)
+    assert.equal(started.summary().at(-1), 'drop a@2 evicted')
+    return { ...started, subscription, store, loads: calls }
+  }
+
+  test('overlapping reloads landing in reverse order never move the store backwards', async () => {
+    const { synced, subscription, store, summary } = await evicted()
+    const { calls, fetch } = controlledFetch(store)
+    const first = synced.reloadKey('a', fetch)
+    const second = synced.reloadKey('a', fetch)
+    await settle()
+    subscription.publish('a', 4) // arrives during the fetches: waits, then meets the gate
+    subscription.publish('a', 3)
+    calls[1].resolve(3)
+    assert.equal(await second, true)
+    assert.equal(store.get('a'), 3)
+    calls[0].resolve(2) // the older read lands last
+    assert.equal(await first, false)
+    assert.equal(store.get('a'), 4)
+    assert.equal(synced.gate.version('a'), 4)
+    assert.deepEqual(summary().slice(-2), ['update a@4 newer', 'drop a@3 stale'])
+    synced.dispose()
+  })
+
+  test('a reload racing a full resync is judged after the snapshot', async () => {
+    const { synced, store, loads } = await evicted()
+    const { calls, fetch } = controlledFetch(store)
+    const reload = synced.reloadKey('a', fetch)
+    synced.resync()
+    await settle()
+    calls[0].resolve(2) // read before the snapshot below
+    await settle()
+    store.set('a', 3)
+    loads[1].resolve({ items: [{ key: 'a', version: 3 }, { key: 'b', version: 1 }] })
+    assert.equal(await reload, false)
+    assert.equal(store.get('a'), 3)
+    synced.dispose()
+  })
+
+  test('an object the backend no longer has is removed and its key forgotten', async () => {
+    const { synced, subscription, store, summary } = await evicted()
+    const { calls, fetch } = controlledFetch(store)
+    const reload = synced.reloadKey('a', fetch)
+    calls[0].resolve(undefined)
+    assert.equal(await reload, true)
+    assert.equal(store.has('a'), false)
+    subscription.publish('a', 1)
+    assert.equal(summary().at(-1), 'drop a@1 evicted', 'a later update is checked, never taken as new')
+    synced.dispose()
+  })
+
+  test('an absent result read before a newer one landed is not applied', async () => {
+    const { synced, store } = await evicted()
+    const { calls, fetch } = controlledFetch(store)
+    const first = synced.reloadKey('a', fetch)
+    const second = synced.reloadKey('a', fetch)
+    await settle()
+    calls[1].resolve(10) // re-created: read last, lands first
+    assert.equal(await second, true)
+    calls[0].resolve(undefined) // "absent", read while it was deleted: older, version unknown
+    assert.equal(await first, false)
+    assert.equal(store.get('a'), 10)
+    synced.dispose()
+  })
+
+  test('a failed fetch or apply is reported and the waiting publications go on', async () => {
+    const { synced, subscription, store, summary } = await evicted()
+    const { calls, fetch } = controlledFetch(store)
+    const reload = synced.reloadKey('a', fetch)
+    subscription.publish('a', 3)
+    calls[0].reject(new Error('backend down'))
+    assert.equal(await reload, false)
+    assert.deepEqual(summary().slice(-2), ['error reload', 'drop a@3 evicted'])
+    const broken = synced.reloadKey('a', () => ({
+      version: 3,
+      apply() {
+        throw new Error('store bug')
+      }
+    }))
+    assert.equal(await broken, false)
+    assert.equal(summary().at(-1), 'error reload')
+    synced.dispose()
+  })
+
+  test('dispose aborts a fetch in flight, which then resolves false', async () => {
+    const { synced, store } = await evicted()
+    const { calls, fetch } = controlledFetch(store)
+    const reload = synced.reloadKey('a', fetch)
+    await settle()
+    synced.dispose()
+    assert.equal(calls[0].context.signal.aborted, true)
+    calls[0].resolve(5)
+    assert.equal(await reload, false)
+    assert.equal(store.get('a'), 1)
+    assert.equal(await synced.reloadKey('a', fetch), false)
+  })
+
+  test('a buffer overflow keeps a finished fetch', async () => {
+    const subscription = new FakeSubscription('subscribed')
+    const store = new Map()
+    const { calls, load } = controlledLoad()
+    const { synced } = start(subscription, { load, maxBuffered: 2 })
+    await settle()
+    const reload = synced.reloadKey('a', () => ({ version: 7, apply: () => store.set('a', 7) }))
+    await settle()
+    for (let version = 1; version <= 4; version++) subscription.publish('b', version)
+    calls[0].reject(new Error('aborted'))
+    await settle()
+    calls[1].resolve({ items: [{ key: 'a', version: 5 }, { key: 'b', version: 4 }] })
+    assert.equal(await reload, true, 'kept, and judged against the snapshot')
+    assert.equal(store.get('a'), 7)
+    synced.dispose()
   })
 })

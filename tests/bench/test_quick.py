@@ -1,9 +1,10 @@
 """The benchmark harness in ``--quick`` mode, as a smoke test.
 
 It runs every system of ``python -m bench`` on small counts against real Redis
-and Centrifugo and checks one thing: every system delivered every message.
-Timings vary with the machine and whatever else runs on it, so no threshold on
-speed or latency belongs here; ``docs/performance.md`` holds the numbers.
+and Centrifugo and checks two things: every system delivered every message, and
+every ordered system kept per-key order (no inversion in any phase). Timings
+vary with the machine and whatever else runs on it, so no threshold on speed or
+latency belongs here; ``docs/performance.md`` holds the numbers.
 """
 
 from __future__ import annotations
@@ -58,3 +59,15 @@ def test_every_system_delivered_every_message(quick_run: dict[str, Any]) -> None
     assert not incomplete
     assert quick_run["backlog"]["complete"], quick_run["backlog"]
     assert quick_run["_returncode"] == 0, quick_run["_stderr"][-4000:]
+
+
+def test_every_ordered_system_kept_per_key_order(quick_run: dict[str, Any]) -> None:
+    """An ordered system with one inversion in any phase is not ordered."""
+    ordered = [s for s in quick_run["systems"] if s.get("ordered") and "error" not in s]
+    assert {s["system"] for s in ordered} >= {"naive-ordered", "ceiling", "relay-16x1"}
+    inverted = []
+    for system in ordered:
+        for phase in [system.get("throughput", {}), *system.get("latency", [])]:
+            if "skipped" not in phase and phase.get("inversions") != 0:
+                inverted.append((system["system"], phase.get("channel"), phase.get("inversions")))
+    assert inverted == []

@@ -184,3 +184,95 @@ def test_invalid_versions_are_refused(bad: object) -> None:
 def test_invalid_sizes_are_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         VersionGate(**kwargs)
+
+
+def test_a_delete_leaves_a_tombstone_that_drops_older_updates() -> None:
+    gate = VersionGate()
+    gate.seed("a", 3)
+    assert gate.check("a", 4, deleted=True) == Decision(True, "newer")
+    assert (gate.version("a"), gate.is_deleted("a")) == (4, True)
+    assert gate.check("a", 3) == Decision(False, "stale")  # the late update of a deleted object
+    assert gate.check("a", 4) == Decision(False, "duplicate")
+    assert gate.check("a", 4, deleted=True) == Decision(False, "duplicate")
+    assert gate.check("a", 5) == Decision(True, "newer")  # re-created at a newer version
+    assert not gate.is_deleted("a")
+
+
+def test_a_delete_of_an_unknown_key_is_recorded_and_an_evicted_one_is_not() -> None:
+    gate = VersionGate(max_keys=1)
+    assert gate.accept(envelope("a", 2)) == Decision(True, "new")
+    deleted = Envelope(
+        v=1, channel="obj:t", key="b", version=7, seq=2, shard=0, ts=1, data=None, deleted=True
+    )
+    assert gate.accept(deleted) == Decision(True, "new")  # evicts "a"
+    assert gate.is_deleted("b") and gate.check("b", 6).reason == "stale"
+    assert gate.check("a", 3, deleted=True) == Decision(False, "evicted")
+
+
+def test_tombstones_count_against_max_keys() -> None:
+    gate = VersionGate(max_keys=2)
+    gate.check("a", 1, deleted=True)
+    gate.check("b", 1, deleted=True)
+    gate.check("c", 1)  # evicts the tombstone of "a"
+    assert len(gate) == 2 and gate.version("a") is None
+    assert gate.check("a", 0).reason == "evicted"  # never "new": it may be the deleted one
+
+
+def test_seed_reports_whether_it_advanced() -> None:
+    gate = VersionGate(max_keys=1)
+    assert gate.seed("a", 5) is True
+    assert gate.seed("a", 5) is False
+    assert gate.seed("a", 4) is False  # an older reload must not be applied
+    assert gate.seed("a", 6, deleted=True) is True and gate.is_deleted("a")
+    assert gate.seed("a", 6) is False and gate.is_deleted("a")
+    gate.seed("b", 1)  # evicts "a"
+    assert gate.seed("a", 2) is True  # unknown again: whatever was loaded is taken
+
+
+def test_forget_drops_later_updates_as_evicted() -> None:
+    gate = VersionGate()
+    gate.seed("a", 3)
+    gate.forget("a")
+    assert gate.version("a") is None
+    assert gate.check("a", 9).reason == "evicted"
+    gate.forget("never-seen")
+    assert gate.check("never-seen", 1).reason == "evicted"
+
+
+def test_replace_sets_the_snapshot_and_turns_missing_keys_into_tombstones() -> None:
+    gate = VersionGate(max_keys=10, evicted_filter_bits=64)
+    gate.check("kept", 5)
+    gate.check("gone", 3)
+    gate.check("was-deleted", 4, deleted=True)
+    gate.check("ahead", 9)
+    for n in range(20):  # fills the filter
+        gate.check(f"x{n}", 1)
+    gate.replace(
+        [
+            ("kept", 6, False),
+            ("ahead", 7, False),
+            ("tomb", 2, True),
+            ("dup", 1, False),
+            ("dup", 3, False),
+        ]
+    )
+    assert gate.version("kept") == 6 and not gate.is_deleted("kept")
+    assert gate.version("ahead") == 7, "the snapshot's version is set, not maxed"
+    assert gate.version("dup") == 3
+    assert gate.is_deleted("tomb") and gate.check("tomb", 1).reason == "stale"
+    assert gate.check("x19", 0).reason == "stale", "known keys missing from it became tombstones"
+    assert gate.check("x19", 2).reason == "newer"
+    assert gate.check("kept", 1).reason == "stale", "evicted before, known again"
+    assert len(gate) <= 10
+
+
+def test_replace_keeps_a_tombstone_for_a_key_deleted_before_the_reload() -> None:
+    gate = VersionGate(max_keys=1)
+    gate.check("a", 1)
+    gate.check("a", 2, deleted=True)
+    gate.replace([])
+    assert gate.is_deleted("a") and gate.version("a") == 2
+    assert gate.check("a", 1).reason == "stale"
+    gate.check("b", 1)  # evicts the tombstone of "a"
+    gate.replace([("b", 1, False)])
+    assert gate.check("a", 1).reason == "evicted", "the filter is kept: never new"

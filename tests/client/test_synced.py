@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -11,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from centrifuge import Client, SubscribedContext  # type: ignore[import-untyped]
+from centrifuge import Client, SubscribedContext, Subscription  # type: ignore[import-untyped]
 
 from centrifugo_async import AsyncPublisher, Envelope
 from centrifugo_async.client import (
@@ -24,6 +28,7 @@ from centrifugo_async.client import (
 )
 from centrifugo_async.relay import RelaySettings
 from devstack import DEV_API_KEY, CentrifugoServer
+from devstack.services import DEV_HMAC_SECRET
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +68,7 @@ class App:
     def synced(
         self,
         client: Client,
-        channel: str,
+        channel: str | Subscription,
         load: Callable[[], Awaitable[LoadResult]],
         on_update: UpdateCallback | None = None,
         retry_initial: float = 0.5,
@@ -193,10 +198,10 @@ async def test_failed_recovery_reloads_with_backoff_and_replays(
     async def load() -> dict[str, int]:
         nonlocal calls
         calls += 1
-        loading.set()
-        await release.wait()
         if calls == 2:
             raise ConnectionError("database away")
+        loading.set()
+        await release.wait()
         snapshot = snapshots[min(calls - 1, 1)]
         app.state = dict(snapshot)
         return snapshot
@@ -224,7 +229,7 @@ async def test_failed_recovery_reloads_with_backoff_and_replays(
             )
         )
         async with asyncio.timeout(10):
-            await loading.wait()
+            await loading.wait()  # the retry, after the failed reload and the backoff
         assert not sync.ready and app.resyncs == ["recovery-failed"]
         # Arrives during the reload: buffered, then checked against the new snapshot.
         await publisher.publish(channel, {}, key="a", version=11)
@@ -245,7 +250,8 @@ async def test_failed_recovery_reloads_with_backoff_and_replays(
     assert sorted(app.updates) == [("a", 11, "newer"), ("b", 2, "newer")]
     assert sorted(app.drops) == [("a", 10, "stale"), ("b", 1, "stale")]
     assert app.state == {"a": 11, "b": 2}
-    assert sync.gate.version("gone") is None  # the gate was reset before reseeding
+    # Absent from the fresh snapshot: gone, remembered as a tombstone at its known version.
+    assert sync.gate.is_deleted("gone") and sync.gate.version("gone") == 1
 
 
 async def test_malformed_publications_and_failing_callbacks_are_reported(
@@ -408,3 +414,98 @@ async def test_request_resync_reloads_after_what_is_queued(client: Client) -> No
             await sync.close()
     assert app.resyncs == ["manual"] and loads == 2
     assert sync.gate.version("a") == 2
+
+
+def subscription_token(channel: str, secret: str = DEV_HMAC_SECRET) -> str:
+    """An HS256 subscription JWT for ``channel`` (what an app's backend would issue)."""
+
+    def part(value: object) -> str:
+        raw = json.dumps(value, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    claims = {"sub": "", "channel": channel, "exp": int(time.time()) + 600}
+    signing_input = f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}"
+    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+async def test_a_delete_travels_end_to_end_and_a_late_older_update_stays_dropped(
+    client: Client, publisher: AsyncPublisher
+) -> None:
+    channel = fresh_channel()
+    app = App()
+    deletes: list[tuple[str, int, bool]] = []
+
+    async def load() -> list[tuple[str, int]]:
+        app.state = {"a": 1, "b": 1}
+        return list(app.state.items())
+
+    def on_delete(envelope: Envelope[Any], decision: Decision) -> None:
+        app.state.pop(envelope.key, None)
+        deletes.append((envelope.key, envelope.version, envelope.data is None))
+
+    sync = SyncedSubscription(
+        client,
+        channel,
+        load=load,
+        on_update=app.on_update,
+        on_delete=on_delete,
+        on_drop=app.on_drop,
+        on_error=app.on_error,
+    )
+    try:
+        async with asyncio.timeout(10):
+            await sync.start()
+        await publisher.publish(channel, {}, key="a", version=1)  # already loaded
+        await publisher.delete(channel, key="a", version=2)
+        # Late: the version before the delete, with a fresh idempotency key so that
+        # Centrifugo does not swallow it as a repeat.
+        await publisher.publish(channel, {"late": True}, key="a", version=1, idempotency_key="late")
+        await publisher.delete(channel, key="b", version=2)
+        await publisher.publish(channel, {}, key="b", version=3)  # re-created
+        await until(lambda: len(app.updates) + len(app.drops) + len(deletes) == 5)
+    finally:
+        async with asyncio.timeout(10):
+            await sync.close()
+    # a and b may sit on different shards: only the order per key is guaranteed.
+    assert sorted(deletes) == [("a", 2, True), ("b", 2, True)]
+    assert app.drops == [("a", 1, "duplicate"), ("a", 1, "stale")]
+    assert app.updates == [("b", 3, "newer")]
+    assert app.state == {"b": 3}
+    assert sync.gate.is_deleted("a") and sync.gate.version("a") == 2
+    assert app.errors == []
+
+
+async def test_the_apps_own_subscription_with_a_token(
+    client: Client, publisher: AsyncPublisher
+) -> None:
+    channel = fresh_channel()
+    app = App()
+
+    async def load() -> list[tuple[str, int]]:
+        return []
+
+    own = client.new_subscription(
+        channel, token=subscription_token(channel), recoverable=True, positioned=True
+    )
+    sync = app.synced(client, own, load)
+    try:
+        async with asyncio.timeout(10):
+            await sync.start()
+        assert sync.state == "live" and own.events is sync.events
+        await publisher.publish(channel, {}, key="a", version=1)
+        await until(lambda: app.updates == [("a", 1, "new")])
+    finally:
+        async with asyncio.timeout(10):
+            await sync.close()
+    assert client.get_subscription(channel) is own, "the app's subscription stays the app's"
+    assert own.state.value == "subscribed"
+    await own.unsubscribe()
+    client.remove_subscription(own)
+
+    refused = client.new_subscription(channel, token=subscription_token(channel, "wrong"))
+    sync = app.synced(client, refused, load)
+    with pytest.raises(SubscriptionLost):
+        async with asyncio.timeout(10):
+            await sync.start()  # the token is the one that was sent: refused
+    client.remove_subscription(refused)

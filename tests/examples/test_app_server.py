@@ -5,6 +5,7 @@ row committed. The browser test is js-client/test/app-e2e.test.js."""
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,85 @@ async def test_refused_requests(
     assert reply.status_code == status, reply.text
     assert "error" in reply.json()
     assert {item["version"] for item in await state(client)} == {1}
+
+
+async def test_a_delete_keeps_a_tombstone_publishes_it_and_versions_go_on(
+    client: httpx.AsyncClient, redis_url: str
+) -> None:
+    await client.post("/api/objects/figs", json={"price_cents": 250}, headers=JSON)  # v2
+    deleted = await client.delete("/api/objects/figs")
+    assert deleted.status_code == 200
+    assert deleted.json() == {"key": "figs", "version": 3, "deleted": True, "published": True}
+    assert (await client.delete("/api/objects/figs")).status_code == 404  # already gone
+
+    body = (await client.get("/api/state")).json()
+    assert "figs" not in {item["key"] for item in body["items"]}
+    assert body["deleted"] == [{"key": "figs", "version": 3}]
+    assert (await client.get("/api/objects/figs")).json() == {
+        "key": "figs",
+        "version": 3,
+        "deleted": True,
+    }
+
+    envelopes = [decode_envelope(raw) for raw in queued(redis_url, "figs")]
+    assert [(e.version, e.deleted, e.data) for e in envelopes] == [
+        (2, False, {"name": "Figs", "price_cents": 250}),
+        (3, True, None),
+    ]
+
+    back = (await client.post("/api/objects/figs", json={"price_cents": 99}, headers=JSON)).json()
+    assert (back["version"], back["data"]) == (4, {"price_cents": 99})  # starts afresh, at 4
+    body = (await client.get("/api/state")).json()
+    assert body["deleted"] == []
+    assert (await client.get("/api/objects/figs")).json()["version"] == 4
+
+
+async def test_burst_leaves_deleted_objects_alone(client: httpx.AsyncClient) -> None:
+    await client.delete("/api/objects/kiwis")
+    await client.post("/api/burst?n=30", headers=JSON)
+    body = (await client.get("/api/state")).json()
+    assert body["deleted"] == [{"key": "kiwis", "version": 2}]
+    assert "kiwis" not in {item["key"] for item in body["items"]}
+
+
+async def test_unknown_and_bad_keys_for_get_and_delete(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/api/objects/durians")).status_code == 404
+    assert (await client.delete("/api/objects/durians")).status_code == 404
+    assert (await client.get("/api/objects/Bad%20Key")).status_code == 400
+    assert (await client.delete("/api/objects/Bad%20Key")).status_code == 400
+    assert (await client.get("/api/objects/apples")).json()["version"] == 1
+
+
+async def test_a_database_from_before_deletes_is_upgraded(tmp_path: Path, redis_url: str) -> None:
+    path = tmp_path / "app.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE objects (key TEXT PRIMARY KEY, version INTEGER, data TEXT)")
+        db.execute("""INSERT INTO objects VALUES ('old', 4, '{"name": "Old"}')""")
+        db.commit()
+    async with app_client(tmp_path, redis_url) as client:
+        body = (await client.get("/api/state")).json()
+        assert body == {
+            "items": [{"key": "old", "version": 4, "data": {"name": "Old"}}],
+            "deleted": [],
+        }
+        assert (await client.delete("/api/objects/old")).json()["version"] == 5
+
+
+async def test_delivery_says_what_waits_in_the_queues_and_for_how_long(
+    client: httpx.AsyncClient,
+) -> None:
+    """No relay runs here: what the app publishes waits, and ages."""
+    nothing = await client.get("/api/delivery")
+    assert nothing.json() == {"queued": 0, "in_flight": 0, "oldest_age_ms": None}
+    assert nothing.headers["cache-control"] == "no-store"
+    await client.post("/api/objects/limes", json={"price_cents": 120}, headers=JSON)
+    await client.post("/api/objects/pears", json={"price_cents": 130}, headers=JSON)
+    waiting = (await client.get("/api/delivery")).json()
+    assert (waiting["queued"], waiting["in_flight"]) == (2, 0)
+    assert 0 <= waiting["oldest_age_ms"] < 60_000
+
+
+async def test_delivery_without_redis_is_an_error_not_a_guess(tmp_path: Path) -> None:
+    async with app_client(tmp_path, f"redis://127.0.0.1:{free_port()}/0") as client:
+        reply = await client.get("/api/delivery")
+        assert reply.status_code == 503 and reply.json()["error"].startswith("Redis: ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,18 +19,21 @@ from centrifugo_async import (
     encode_envelope,
     shard_for,
 )
-from centrifugo_async.cli import main
+from centrifugo_async.cli import ExitCode, main
 from centrifugo_async.protocol.deadletter import encode_dead_letter
 from devstack import free_port
 
 
-def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "centrifugo_async", *args],
         capture_output=True,
         text=True,
         timeout=30,
         input=input,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -41,7 +45,7 @@ def test_publish_then_stats(redis_url: str) -> None:
         '{"status": "paid"}',
         "--key",
         "order:1",
-        "--version",
+        "--object-version",
         "3",
         "--tag",
         "kind=update",
@@ -65,7 +69,7 @@ def test_publish_then_stats(redis_url: str) -> None:
 
 def test_clear_errors_for_bad_flags_and_unreachable_redis(redis_url: str) -> None:
     bad_json = run(
-        "publish", "c", "{nope", "--key", "k", "--version", "1", "--redis-url", redis_url
+        "publish", "c", "{nope", "--key", "k", "--object-version", "1", "--redis-url", redis_url
     )
     assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
     bad_version = run("publish", "c", "1", "--key", "k", "--version", "-1")
@@ -76,7 +80,7 @@ def test_clear_errors_for_bad_flags_and_unreachable_redis(redis_url: str) -> Non
         "1",
         "--key",
         "k",
-        "--version",
+        "--object-version",
         "1",
         "--tag",
         "oops",
@@ -159,3 +163,118 @@ def test_dlq_list_replay_and_purge(redis_url: str) -> None:
     purged = runner.invoke(main, ["dlq", "purge", "--yes", "--redis-url", redis_url])
     assert purged.exit_code == 0 and "purged 1 dead letters" in purged.output
     assert sum(client.llen(k.dlq) for k in keyspace.all_shards()) == 0
+
+
+def test_every_command_that_prints_a_result_prints_json(redis_url: str) -> None:
+    keyspace = dead_letter_some(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    runner = CliRunner()
+
+    def as_json(*args: str, input: str | None = None) -> object:
+        result = runner.invoke(main, [*args, "--json", "--redis-url", redis_url], input=input)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    listed = runner.invoke(main, ["dlq", "list", "--json", "--redis-url", redis_url])
+    records = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted(r["reason"] for r in records) == ["invalid_envelope", "rejected", "rejected"]
+
+    dry = as_json("dlq", "replay", "--dry-run")
+    assert dry == {"dry_run": True, "matched": 3, "replayed": 2, "skipped": [dry["skipped"][0]]}  # type: ignore[index]
+    assert "cannot replay" in dry["skipped"][0]  # type: ignore[index]
+    replayed = as_json("dlq", "replay", "--channel", "orders:*")
+    assert replayed == {"dry_run": False, "matched": 1, "replayed": 1, "skipped": []}
+    # The question goes to stderr, so stdout stays one JSON document.
+    assert as_json("dlq", "purge", "--channel", "chat:*", input="y\n") == {"purged": 1}
+    assert as_json("dlq", "purge", "--yes") == {"purged": 1}
+
+    published = as_json("publish", "obj:1", '{"n": 1}', "--key", "k", "--object-version", "7")
+    envelope = published["envelope"]  # type: ignore[index]
+    assert published["prefix"] == "centrifugo.publish"  # type: ignore[index]
+    assert (envelope["channel"], envelope["key"], envelope["version"]) == ("obj:1", "k", 7)
+    assert envelope["shard"] == shard_for("k", 2) and envelope["data"] == {"n": 1}
+    queue = client.lrange(keyspace.shard(envelope["shard"]).queue, 0, -1)
+    assert envelope["seq"] in [decode_envelope(raw).seq for raw in queue]
+
+    stats = as_json("stats", "--sample", "0")
+    assert sum(row["queued"] for row in stats["shards"]) == 2  # type: ignore[index]
+
+    for key in [k for shard in keyspace.all_shards() for k in (shard.queue, shard.inflight)]:
+        client.delete(key)
+    assert as_json("reshard", "--shards", "2") == {
+        "prefix": "centrifugo.publish",
+        "before": 2,
+        "after": 2,
+        "changed": False,
+    }
+    assert as_json("reshard", "--shards", "3")["changed"] is True  # type: ignore[index]
+    client.close()
+
+
+def test_publish_version_is_a_deprecated_name_of_object_version(redis_url: str) -> None:
+    old = run("publish", "obj:1", "{}", "--key", "k", "--version", "4", "--redis-url", redis_url)
+    assert old.returncode == 0 and "version=4 " in old.stdout
+    assert "--version is deprecated: use --object-version" in old.stderr
+    both = run(
+        *("publish", "obj:1", "{}", "--key", "k", "--version", "4", "--object-version", "4"),
+    )
+    assert both.returncode == ExitCode.USAGE and "give --object-version once" in both.stderr
+
+
+def test_operator_commands_read_their_settings_from_the_environment(redis_url: str) -> None:
+    Publisher.from_url(redis_url, shards=3, prefix="app.events").ensure_topology()
+    env = {"CENTRIFUGO_ASYNC_REDIS_URL": redis_url, "CENTRIFUGO_ASYNC_PREFIX": "app.events"}
+    stats = run("stats", "--json", env={**env, "CENTRIFUGO_ASYNC_STATS_SAMPLE": "0"})
+    assert stats.returncode == 0, stats.stderr
+    assert len(json.loads(stats.stdout)["shards"]) == 3
+    flag_wins = run("stats", "--prefix", "never.used", env=env)
+    assert flag_wins.returncode == ExitCode.ERROR and "'never.used'" in flag_wins.stderr
+
+
+def test_replay_shows_a_bar_on_a_terminal_and_plain_lines_elsewhere(redis_url: str) -> None:
+    dead_letter_some(redis_url)
+    args = [sys.executable, "-m", "centrifugo_async", "dlq", "replay", "--dry-run"]
+    args += ["--redis-url", redis_url]
+    controller, terminal = os.openpty()
+    try:
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=terminal, text=True)
+        os.close(terminal)
+        terminal = -1
+        stdout, _ = process.communicate(timeout=30)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the process is gone and everything was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    assert process.returncode == 0 and "would replay 2 of 3" in stdout
+    bar = shown.decode()
+    assert "checking dead letters" in bar and "3/3" in bar and "#" in bar, bar
+    assert "cannot replay" in bar, "the skipped letter is still reported"
+
+    piped = run(*args[3:])
+    assert piped.returncode == 0 and "would replay 2 of 3" in piped.stdout
+    assert "3/3" not in piped.stderr and "\r" not in piped.stderr
+    assert piped.stderr.count("\n") == 1, "a short run prints no progress line, only the skip"
+
+
+def test_outbox_init_prints_json(postgres_dsn: str) -> None:
+    runner = CliRunner()
+    created = runner.invoke(main, ["outbox", "init", "--json", "--dsn", postgres_dsn])
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout) == {
+        "table": "centrifugo_outbox",
+        "schema_version": 1,
+        "created": True,
+    }
+    again = runner.invoke(main, ["outbox", "init", "--json", "--dsn", postgres_dsn])
+    assert json.loads(again.stdout)["created"] is False
+    conflict = runner.invoke(main, ["outbox", "init", "--json", "--print"])
+    assert conflict.exit_code == ExitCode.USAGE

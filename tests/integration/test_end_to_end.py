@@ -1,4 +1,9 @@
-"""Publisher -> Redis -> relay -> real Centrifugo -> real WebSocket subscriber."""
+"""Publisher -> Redis -> relay -> real Centrifugo -> real WebSocket subscriber.
+
+The relay reaches Centrifugo through the recording proxy, which gives every
+attempt its own idempotency key: a message sent twice reaches the subscriber
+twice instead of being absorbed by Centrifugo's idempotency window.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,14 @@ from centrifugo_async import AsyncPublisher, Message
 from centrifugo_async.admin import collect_stats, recorded_keyspace
 from centrifugo_async.relay import RelaySettings
 from devstack import CentrifugoServer
-from tests.support.checks import order_inversions, published_pairs, versions_by_key
+from tests.support.checks import (
+    order_inversions,
+    published_pairs,
+    seq_gaps,
+    seq_inversions,
+    versions_by_key,
+)
+from tests.support.relay_proxy import RecordingProxy
 from tests.support.subscriber import Subscriber
 
 KEYS = 200
@@ -54,9 +66,10 @@ async def publish_interleaved(redis_url: str, publisher_index: int, seed: int) -
     return sent
 
 
-async def test_every_message_arrives_in_per_key_order(
-    running_relay: RelaySettings, centrifugo: CentrifugoServer
+async def test_every_message_arrives_once_in_per_key_and_per_shard_order(
+    proxied_relay: RelaySettings, centrifugo: CentrifugoServer, recording_proxy: RecordingProxy
 ) -> None:
+    running_relay = proxied_relay
     async with Subscriber(centrifugo.ws_url, CHANNELS) as subscriber:
         batches = await asyncio.gather(
             *(publish_interleaved(running_relay.redis_url, p, seed=p) for p in range(PUBLISHERS))
@@ -77,3 +90,15 @@ async def test_every_message_arrives_in_per_key_order(
     stats = collect_stats(client, recorded_keyspace(client, running_relay.prefix))
     assert sum(s.delivered for s in stats) == MESSAGES
     assert sum(s.queued + s.in_flight + s.dead_letters for s in stats) == 0
+
+    # What the relay sent: each (shard, seq) once, under its lease, in seq order.
+    log = recording_proxy.log
+    assert len(log) == MESSAGES
+    assert log.stale() == []
+    assert log.repeats() == {}, log.summary()
+    assert log.order_violations() == {}
+    last_seq = {s.shard: s.seq for s in stats}
+    assert log.never_accepted(last_seq) == {}
+    # And what arrived: per channel, each shard's seqs in order, none missing.
+    assert seq_inversions(received) == 0
+    assert seq_gaps(received, last_seq) == {}

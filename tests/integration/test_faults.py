@@ -8,19 +8,23 @@ error codes); a Centrifugo that hangs is the scripted fake on loopback
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from centrifugo_async import AsyncPublisher, Keyspace, Message, shard_for
 from centrifugo_async.admin import iter_dead_letters
+from centrifugo_async.cli import ExitCode
 from centrifugo_async.relay import RelaySettings, serve
 from devstack import DEV_API_KEY, CentrifugoServer, RelayProcess
 from tests.support.checks import order_inversions, published_pairs
 from tests.support.fake_centrifugo import FakeCentrifugo, Hang
+from tests.support.relay_proxy import ACCEPTED, RecordingProxy
 from tests.support.stack import history, shard_stats, wait_until_drained
 from tests.support.subscriber import Subscriber
 
@@ -54,6 +58,38 @@ def new_relay(
     )
     started.append(relay)
     return relay.start()
+
+
+async def proxied_relay(
+    started: list[RelayProcess], redis_url: str, proxy: RecordingProxy, relay_id: str
+) -> RelayProcess:
+    """A relay process that reaches Centrifugo through the recording proxy."""
+    api_url = await proxy.endpoint(relay_id)
+    relay = RelayProcess(
+        redis_url, api_url, DEV_API_KEY, "--relay-id", relay_id, "--lease-ttl", "2"
+    )
+    started.append(relay)
+    return relay.start()
+
+
+def in_flight_seqs(redis_url: str, shard: int) -> list[int]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        entries = client.lrange(Keyspace(shards=SHARDS).shard(shard).inflight, 0, -1)
+    finally:
+        client.close()
+    return [json.loads(entry)["seq"] for entry in entries]
+
+
+def first_arrivals(received: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``received`` without the repeats of a (key, version) that already arrived."""
+    seen: set[tuple[str, int]] = set()
+    first = []
+    for envelope in received:
+        if (envelope["key"], envelope["version"]) not in seen:
+            seen.add((envelope["key"], envelope["version"]))
+            first.append(envelope)
+    return first
 
 
 def messages(channels: list[str], count: int, keys: int) -> list[Message]:
@@ -139,29 +175,64 @@ async def test_stop_while_centrifugo_hangs_keeps_the_batch_for_the_next_start(
     assert sum(s.delivered for s in shard_stats(redis_url, SHARDS)) == 20
 
 
-async def test_relay_killed_mid_stream_loses_nothing_and_keeps_order(
+async def test_relay_killed_with_a_batch_in_flight_redelivers_it_first(
     redis_url: str,
     centrifugo: CentrifugoServer,
     publisher: AsyncPublisher,
     relay_processes: list[RelayProcess],
+    recording_proxy: RecordingProxy,
 ) -> None:
+    """SIGKILL while a batch is claimed and unacknowledged: the next relay sends it first.
+
+    The proxy holds the killed relay's request, so a batch is in flight (in the
+    in-flight list, not acknowledged) when the kill lands. It gives each attempt
+    its own idempotency key, so every copy Centrifugo got reaches the subscriber.
+    """
+    proxy = recording_proxy
     channels = [f"obj:kill-{n}" for n in range(4)]
     batch = messages(channels, 4000, 100)
     async with Subscriber(centrifugo.ws_url, channels) as subscriber:
-        first = new_relay(relay_processes, redis_url, centrifugo)
+        first = await proxied_relay(relay_processes, redis_url, proxy, "relay-killed")
         publishing = asyncio.create_task(publish_steadily(publisher, batch))
         await subscriber.wait_for(500, within=30)
+        caught = await proxy.hold(relay="relay-killed").arrived(within=20)
+        assert in_flight_seqs(redis_url, caught.shard) == caught.seqs != [], (
+            "the batch must be claimed and not yet acknowledged when the relay dies"
+        )
         first.signal(signal.SIGKILL)
         assert first.wait() == -signal.SIGKILL
         killed_at = len(subscriber.received)
-        new_relay(relay_processes, redis_url, centrifugo)
+        await proxied_relay(relay_processes, redis_url, proxy, "relay-restarted")
+        redelivered_first = await proxy.wait_for(
+            lambda: bool(proxy.batches("relay-restarted", caught.shard)), within=20
+        )
+        assert redelivered_first, "the restarted relay sent nothing for the held batch's shard"
+        assert proxy.batches("relay-restarted", caught.shard)[0].seqs == caught.seqs, (
+            "the in-flight batch must be the first one sent after the restart"
+        )
         await publishing
         await wait_until_drained(redis_url, SHARDS, within=60)
         received = await subscriber.settle(quiet=0.5)
 
     assert killed_at < len(batch), "the kill did not land mid-stream"
+    log = proxy.log
+    assert log.stale() == [] and log.duplicates() == []
+    # The named repeats: what the killed relay had sent and not acknowledged,
+    # redelivered by its successor as its first batch for each shard.
+    redelivered = log.redeliveries()
+    assert {s.position for s in redelivered} >= {(caught.shard, seq) for seq in caught.seqs}
+    for send in redelivered:
+        first_batch = proxy.batches("relay-restarted", send.shard)[0]
+        assert send.relay == "relay-restarted" and send.request == first_batch.index
+    copies = sum(
+        any(e.answer == ACCEPTED for e in log.repeats()[s.position][:-1]) for s in redelivered
+    )
+    assert len(received) == len(batch) + copies, log.summary()
     assert published_pairs(received) == {(m.key, m.version) for m in batch}
-    assert order_inversions(received) == 0
+    # A redelivered copy can follow a newer version of its key from the same
+    # batch; the first arrival of every message is in per-key order.
+    assert order_inversions(first_arrivals(received)) == 0
+    assert sum(s.delivered for s in shard_stats(redis_url, SHARDS)) == len(batch)
 
 
 async def test_sigterm_finishes_the_batch_in_flight_and_exits_zero(
@@ -230,7 +301,7 @@ async def test_wrong_api_key_stops_the_relay_and_leaves_the_queue_intact(
 ) -> None:
     await publisher.publish_many(messages(["obj:key"], 50, 5))
     relay = new_relay(relay_processes, redis_url, centrifugo, api_key="wrong-key")
-    assert relay.wait() == 2
+    assert relay.wait() == ExitCode.FATAL
     assert "Centrifugo rejected the API key (HTTP 401)" in relay.log()
     assert "Traceback" not in relay.log()
     stats = shard_stats(redis_url, SHARDS)

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from centrifugo_async import AsyncPublisher, Message
+from centrifugo_async.cli import ExitCode
 from centrifugo_async.relay import RelaySettings, serve
 from centrifugo_async.relay.settings import LatePolicy
 from devstack import DEV_API_KEY, CentrifugoServer, RedisServer, RelayProcess, free_port
@@ -255,7 +256,7 @@ async def test_logs_are_json_lines_without_secrets(centrifugo: CentrifugoServer)
         )
         bad_key.start()
         try:
-            assert await asyncio.to_thread(bad_key.wait) == 2
+            assert await asyncio.to_thread(bad_key.wait) == ExitCode.FATAL
             bad_log = bad_key.log()
         finally:
             bad_key.close()

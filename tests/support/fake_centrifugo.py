@@ -51,6 +51,7 @@ __all__ = [
     "FakeCentrifugo",
     "GarbageStatusLine",
     "Hang",
+    "LongBody",
     "LongChunkSizeLine",
     "LongHeaderLine",
     "Raw",
@@ -296,6 +297,32 @@ class LongChunkSizeLine:
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"0" * self.size
         )
         exchange.drop()
+
+
+@attrs.frozen
+class LongBody:
+    """A 200 whose body is ``size`` bytes, framed by ``framing``: ``"length"``
+    (Content-Length), ``"chunked"`` (4 KiB chunks) or ``"close"`` (read until the
+    connection closes, which it then does)."""
+
+    size: int = 2 * 1024 * 1024
+    framing: str = "length"
+
+    async def respond(self, exchange: Exchange) -> None:
+        body = b"x" * self.size
+        if self.framing == "length":
+            await exchange.reply(200, body, content_type="text/plain")
+        elif self.framing == "chunked":
+            chunks = b"".join(
+                b"%x\r\n%s\r\n" % (len(body[i : i + 4096]), body[i : i + 4096])
+                for i in range(0, len(body), 4096)
+            )
+            await exchange.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+            )
+        else:
+            await exchange.write(b"HTTP/1.0 200 OK\r\n\r\n" + body)
+            exchange.drop()
 
 
 @attrs.frozen

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -12,6 +13,15 @@ import redis
 from centrifugo_async import Keyspace
 from centrifugo_async.admin import ShardStats, collect_stats
 from devstack import CentrifugoServer
+
+
+async def wait_until(condition: Callable[[], bool], within: float, every: float = 0.05) -> None:
+    """Poll ``condition`` until it holds; ``TimeoutError`` after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(every)
 
 
 def shard_stats(redis_url: str, shards: int) -> list[ShardStats]:

@@ -251,7 +251,8 @@ def _options(command: click.Command) -> dict[str, click.Option]:
 @pytest.mark.parametrize("command", [relay, config_check], ids=["relay", "config check"])
 def test_every_setting_has_a_flag_naming_its_env_var_and_default(command: click.Command) -> None:
     options = _options(command)
-    assert set(options) == {s.name for s in SETTINGS} | {"config_file"}
+    json_flag = {"as_json"} if command is config_check else set()
+    assert set(options) == {s.name for s in SETTINGS} | {"config_file"} | json_flag
     help_text = " ".join(CliRunner().invoke(command, ["--help"]).output.split())
     for setting in SETTINGS:
         option = options[setting.name]
@@ -330,15 +331,16 @@ def settings_reference() -> str:
         return "" if check is None else check.describe()
 
     rows = [
-        "| TOML key | environment | flag | default | allowed | meaning |",
-        "|---|---|---|---|---|---|",
+        "| TOML key, environment, flag | default | allowed | meaning |",
+        "|---|---|---|---|",
     ]
     for s in SETTINGS:
         key = f"`{s.toml}`" if "." in s.toml else f"`[{s.toml}]`"
         flag = f"`{s.flag}` / `--no-{s.flag[2:]}`" if s.type is bool else f"`{s.flag}`"
         default = s.shown_default if s.shown_default in ("none", "required") else None
         default = default or f"`{s.shown_default}`"
-        rows.append(f"| {key} | `{s.env}` | {flag} | {default} | {allowed(s.check)} | {s.help} |")
+        names = f"{key}<br>`{s.env}`<br>{flag}"
+        rows.append(f"| {names} | {default} | {allowed(s.check)} | {s.help} |")
     return "\n".join(rows)
 
 

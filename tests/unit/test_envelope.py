@@ -138,3 +138,62 @@ def test_explicit_idempotency_key_wins() -> None:
     )
     assert envelope.effective_idempotency_key == "mine"
     assert default_idempotency_key("c", "k", 1) != default_idempotency_key("c", "k", 2)
+
+
+@pytest.mark.parametrize("case", ENVELOPES["equivalent"], ids=lambda c: c["name"])
+def test_equivalent_spellings_decode_to_the_canonical_envelope(case: dict[str, Any]) -> None:
+    envelope = decode_envelope(case["encoded"].encode())
+    assert encode_envelope(envelope).decode() == case["canonical"]
+
+
+def test_a_delete_decodes_with_the_flag_and_null_data() -> None:
+    delete = next(c for c in ENVELOPES["valid"] if c["name"] == "delete")
+    envelope = decode_envelope(delete["encoded"].encode())
+    assert envelope.deleted is True and envelope.data is None
+    raw = decode_envelope(delete["encoded"].encode(), raw_data=True)
+    assert raw.deleted is True and bytes(raw.data) == b"null"
+    assert decode_envelope(ENVELOPES["valid"][0]["encoded"].encode()).deleted is False
+
+
+class _ReaderBeforeDeletes(msgspec.Struct, frozen=True):
+    """Envelope v1 as a reader written before `deleted` existed decodes it."""
+
+    v: int
+    channel: str
+    key: str
+    version: int
+    seq: int
+    shard: int
+    ts: int
+    data: Any
+    tags: dict[str, str] | None = None
+    idempotency_key: str | None = None
+    ttl_ms: int | None = None
+
+
+@pytest.mark.parametrize("case", ENVELOPES["old_readers"], ids=lambda c: c["field"])
+def test_what_an_old_reader_sees(case: dict[str, Any]) -> None:
+    old = msgspec.json.decode(case["encoded"].encode(), type=_ReaderBeforeDeletes)
+    seen = {k: v for k, v in msgspec.to_builtins(old).items() if v is not None or k == "data"}
+    assert seen == case["old_reader_fields"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (
+            b'{"v":1,"channel":"c","key":"k","version":2,"seq":1,"shard":0,"ts":1,'
+            b'"data":[],"deleted":true}',
+            "`data` must be null in a delete",
+        ),
+        (
+            b'{"v":1,"channel":"c","key":"k","version":2,"seq":1,"shard":0,"ts":1,'
+            b'"data":null,"deleted":"yes"}',
+            "deleted",
+        ),
+    ],
+)
+def test_a_bad_delete_is_named(payload: bytes, problem: str) -> None:
+    for raw_data in (False, True):
+        with pytest.raises(EnvelopeDecodeError, match=problem):
+            decode_envelope(payload, raw_data=raw_data)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import msgspec
 import pytest
 
@@ -32,6 +33,7 @@ from tests.support.fake_centrifugo import (
     FakeCentrifugo,
     GarbageStatusLine,
     Hang,
+    LongBody,
     LongChunkSizeLine,
     LongHeaderLine,
     Raw,
@@ -47,8 +49,10 @@ async def server() -> AsyncIterator[FakeCentrifugo]:
         yield fake
 
 
-def client(url: str, timeout: float = 2.0) -> KeepAliveClient:
-    return KeepAliveClient(url, {"X-API-Key": "secret"}, timeout=timeout, connect_timeout=timeout)
+def client(url: str, timeout: float = 2.0, **bounds: int) -> KeepAliveClient:
+    return KeepAliveClient(
+        url, {"X-API-Key": "secret"}, timeout=timeout, connect_timeout=timeout, **bounds
+    )
 
 
 async def test_post_sends_one_request_and_reuses_the_connection(server: FakeCentrifugo) -> None:
@@ -139,6 +143,46 @@ async def test_broken_replies_raise_a_network_transport_error(
     assert server.unused == ()
     assert await http.post("/x", b"") == Response(200, b"ok"), "the client recovers"
     await http.aclose()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_a_body_over_the_limit_is_a_network_error(
+    server: FakeCentrifugo, framing: str
+) -> None:
+    server.script(LongBody(10_000, framing), LongBody(1000, framing))
+    http = client(server.url, max_body_bytes=1000)
+    with pytest.raises(TransportError, match="response body too large") as caught:
+        await http.post("/x", b"")
+    assert caught.value.cause is TransportCause.NETWORK
+    assert await http.post("/x", b"") == Response(200, b"x" * 1000), "the limit itself is fine"
+    assert await http.post("/x", b"") == Response(200, b"ok"), "the client recovers"
+    await http.aclose()
+
+
+async def test_the_httpx_transport_bounds_the_body_too() -> None:
+    big = httpx.MockTransport(lambda request: httpx.Response(200, content=b"x" * 5000))
+    http = HttpxTransport(
+        "https://centrifugo/api", {}, timeout=1, connect_timeout=1, max_body_bytes=1000,
+        transport=big,
+    )  # fmt: skip
+    with pytest.raises(TransportError, match="response body too large") as caught:
+        await http.post("/batch", b"{}")
+    assert caught.value.cause is TransportCause.NETWORK
+    await http.aclose()
+
+
+async def test_concurrent_posts_share_a_bounded_number_of_connections(
+    server: FakeCentrifugo,
+) -> None:
+    released = asyncio.Event()
+    server.default = Hang(released, then=OK)
+    http = client(server.url, timeout=10, max_connections=4)
+    posts = [asyncio.create_task(http.post("/x", b"")) for _ in range(20)]
+    await server.wait_for(lambda: len(server.requests) == 4, within=5)
+    released.set()
+    assert await asyncio.gather(*posts) == [Response(200, b"ok")] * 20
+    await http.aclose()
+    assert server.connections == 4
 
 
 async def test_timeout_and_refused_connection(server: FakeCentrifugo) -> None:

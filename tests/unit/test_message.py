@@ -35,6 +35,8 @@ def make(**overrides: Any) -> Message:
         ({"idempotency_key": ""}, "idempotency_key"),
         ({"ttl_ms": 0}, "ttl_ms"),
         ({"ttl_ms": 1.5}, "ttl_ms"),
+        ({"deleted": 1}, "deleted"),
+        ({"deleted": True}, "data"),
     ],
 )
 def test_invalid_fields_are_named(overrides: dict[str, Any], named: str) -> None:
@@ -137,3 +139,10 @@ def test_what_python_itself_cannot_encode_is_refused_as_invalid(data: Any, named
     """Never a bare RecursionError, ValueError or UnicodeEncodeError."""
     with pytest.raises(InvalidMessage, match=named):
         plan([make(data=data)], Keyspace(shards=4), 1_000_000)
+
+
+def test_message_delete_builds_a_delete_without_data() -> None:
+    message = Message.delete("obj:1", key="k", version=3, tags={"a": "b"}, ttl_ms=10)
+    assert (message.deleted, message.data, message.version, message.ttl_ms) == (True, None, 3, 10)
+    (call,) = plan([message], Keyspace(shards=4), 10_000).calls
+    assert call.drafts[0].deleted and call.args[2].endswith(b',"deleted":true}')  # type: ignore[union-attr]

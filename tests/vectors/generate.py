@@ -56,6 +56,33 @@ VALID = {
         seq=77,
     ),
     "quotes in strings": _envelope(key='a"seq":1,', channel='obj:"q"', data={'"seq":1,': 1}),
+    "delete": _envelope(version=8, data=None, deleted=True),
+    "delete with options": _envelope(
+        version=9, data=None, deleted=True, tags={"kind": "delete"}, ttl_ms=5000
+    ),
+}
+
+# Envelopes written another way than the canonical one: readers decode them to the
+# canonical envelope (a default spelled out is the same as the field left out).
+EQUIVALENT = {
+    "explicit deleted false": (
+        b'{"v":1,"channel":"obj:1","key":"user:1","version":1,"seq":1,"shard":0,'
+        b'"ts":1700000000000,"data":{},"deleted":false}',
+        _envelope(),
+    ),
+}
+
+# A reader that predates a field ignores it (it is unknown to that reader). For
+# each new field: what such a reader decodes from an envelope that uses it.
+OLD_READERS = {
+    "deleted": {
+        "encoded": "delete",
+        "note": (
+            "a reader written before `deleted` existed sees an ordinary update whose data is "
+            "null, at the delete's version: its version gate records that version, so older "
+            "updates are still dropped, and the app must treat null data as a removal"
+        ),
+    },
 }
 
 # Readers must accept fields they do not know (forward compatibility).
@@ -123,6 +150,21 @@ INVALID: dict[str, tuple[bytes, str]] = {
     "non-string tag": (
         b'{"v":1,"channel":"c","key":"k","version":1,"seq":1,"shard":0,"ts":1,"data":1,'
         b'"tags":{"a":1}}',
+        INVALID_ENVELOPE,
+    ),
+    "delete with data": (
+        b'{"v":1,"channel":"c","key":"k","version":2,"seq":1,"shard":0,"ts":1,'
+        b'"data":{"x":1},"deleted":true}',
+        INVALID_ENVELOPE,
+    ),
+    "non-boolean deleted": (
+        b'{"v":1,"channel":"c","key":"k","version":2,"seq":1,"shard":0,"ts":1,'
+        b'"data":null,"deleted":1}',
+        INVALID_ENVELOPE,
+    ),
+    "null deleted": (
+        b'{"v":1,"channel":"c","key":"k","version":2,"seq":1,"shard":0,"ts":1,'
+        b'"data":null,"deleted":null}',
         INVALID_ENVELOPE,
     ),
     # The JSON profile (I-JSON, RFC 7493): what some SDK cannot decode.
@@ -234,6 +276,23 @@ def envelopes() -> dict[str, Any]:
                 _envelope(key="k", version=3, seq=4, ts=1, data={"x": 1})
             ).decode(),
         },
+        "equivalent": [
+            {"name": name, "encoded": raw.decode(), "canonical": encode_envelope(env).decode()}
+            for name, (raw, env) in EQUIVALENT.items()
+        ],
+        "old_readers": [
+            {
+                "field": field,
+                "encoded": encode_envelope(VALID[case["encoded"]]).decode(),
+                "old_reader_fields": {
+                    name: value
+                    for name, value in json.loads(encode_envelope(VALID[case["encoded"]])).items()
+                    if name != field
+                },
+                "note": case["note"],
+            }
+            for field, case in OLD_READERS.items()
+        ],
         "invalid": [
             {"name": name, **_entry(raw), "reason": reason}
             for name, (raw, reason) in INVALID.items()

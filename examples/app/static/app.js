@@ -1,9 +1,16 @@
-// The price board: load the rows (with their versions) from the backend, then
-// keep them current from Centrifugo. syncSubscription orders the two (subscribe,
-// buffer, load, replay) and its version gate drops whatever is not newer than
-// what the page shows. `window.exampleApp` exposes the state for the e2e test.
+// The price board: load the rows (with their versions, and the tombstones of
+// deleted ones) from the backend, then keep them current from Centrifugo.
+// syncSubscription orders the two (subscribe, buffer, load, replay) and its
+// version gate drops whatever is not newer than what the page shows, deletes
+// included: a late update of a deleted product never brings it back.
+// The sync pill says "live" only while nothing waits in the queues for more
+// than a second (GET /api/delivery, polled): with the relay down and updates
+// queued, the page is in sync with what it received, but not with the database.
+// `window.exampleApp` exposes the state for the e2e test.
 import { Centrifuge } from 'centrifuge'
 import { syncSubscription } from 'centrifugo-async-client'
+
+const DELAYED_AFTER_MS = 1000
 
 const objects = new Map() // key -> {key, version, data}
 const cards = new Map() // key -> the card element
@@ -13,10 +20,16 @@ const app = {
   ready: false,
   connection: 'disconnected',
   sync: 'starting',
+  syncText: 'starting',
+  /** From GET /api/delivery: 'pending' (no answer yet), 'on-time', 'delayed' or 'unknown'. */
+  delivery: { state: 'pending', queued: 0, inFlight: 0, oldestMs: null },
+  log: [],
   connects: 0,
   loads: 0,
   resyncs: [],
   drops: [],
+  deletes: [],
+  reloads: [],
   errors: [],
   objects,
   stats: () => ({ size: 0, accepted: 0, stale: 0, duplicate: 0, evicted: 0 }),
@@ -32,6 +45,7 @@ function byKey(a, b) {
 const formatPrice = cents => (Number.isInteger(cents) ? `$${(cents / 100).toFixed(2)}` : '—')
 
 function logEvent(text, kind = 'info') {
+  app.log.push(text)
   const item = document.createElement('li')
   item.className = kind
   item.textContent = `${new Date().toLocaleTimeString()}  ${text}`
@@ -46,14 +60,46 @@ function setPill(id, state, text = state) {
   pill.textContent = text
 }
 
-function setSync(state, text) {
+function setSync(state, text = state) {
   app.sync = state
-  setPill('sync', state, text)
+  app.syncText = text
+  renderSyncPill()
+}
+
+const seconds = ms => `${(ms / 1000).toFixed(1)} s`
+
+/** The subscription's state, unless it is live while delivery lags: then "delayed". */
+function renderSyncPill() {
+  const { state, queued, inFlight, oldestMs } = app.delivery
+  if (app.sync !== 'live') setPill('sync', app.sync, app.syncText)
+  else if (state === 'delayed') setPill('sync', 'delayed', `delayed ${seconds(oldestMs)} · ${queued + inFlight} waiting`)
+  else if (state === 'unknown') setPill('sync', 'unknown', 'live? (delivery unknown)')
+  else setPill('sync', 'live')
+}
+
+/** Ask the backend how far behind delivery is, and say so when it changes. */
+async function refreshDelivery() {
+  const previous = app.delivery.state
+  try {
+    const { queued, in_flight, oldest_age_ms } = await fetchJson('/api/delivery', { cache: 'no-store' })
+    const state = oldest_age_ms !== null && oldest_age_ms > DELAYED_AFTER_MS ? 'delayed' : 'on-time'
+    app.delivery = { state, queued, inFlight: in_flight, oldestMs: oldest_age_ms }
+  } catch {
+    app.delivery = { ...app.delivery, state: 'unknown' }
+  }
+  const { state, queued, inFlight, oldestMs } = app.delivery
+  if (state === 'delayed' && previous !== 'delayed') {
+    logEvent(`delivery delayed: ${queued + inFlight} updates waiting, the oldest for ${seconds(oldestMs)}`, 'warn')
+  } else if (previous === 'delayed' && state === 'on-time') {
+    logEvent('delivery on time again')
+  }
+  renderSyncPill()
 }
 
 function renderStats() {
   const stats = app.stats()
   for (const name of ['accepted', 'stale', 'duplicate', 'evicted']) $(`stat-${name}`).textContent = stats[name]
+  $('stat-deletes').textContent = app.deletes.length
   $('stat-loads').textContent = app.loads
 }
 
@@ -131,32 +177,59 @@ subscription.on('subscribed', ({ wasRecovering, recovered }) => {
 
 const synced = syncSubscription(subscription, {
   // Read every row with its version and show it. Publications arriving
-  // meanwhile are buffered and replayed through the gate afterwards.
-  async load({ reason }) {
+  // meanwhile are buffered and replayed through the gate afterwards. The
+  // tombstones tell the gate when a missing product was deleted. A newer load
+  // aborts this one (signal): it must not write into the board then.
+  async load({ reason, signal }) {
     setSync('loading', `loading (${reason})`)
-    const { items } = await fetchJson('/api/state')
+    const { items, deleted } = await fetchJson('/api/state', { signal, cache: 'no-store' })
+    if (signal.aborted) throw signal.reason
     objects.clear()
     for (const item of items) objects.set(item.key, item)
     app.loads++
     renderAll()
-    return { items }
+    return { items: [...items, ...deleted.map(tombstone => ({ ...tombstone, deleted: true }))] }
   }
 })
 app.stats = () => synced.gate.stats()
+app.state = () => synced.state
+app.resync = reason => synced.resync(reason)
 
-synced.on('update', envelope => {
-  const object = { key: envelope.key, version: envelope.version, data: envelope.data }
+/** Reload one product (the gate forgot it): applied only if newer than what the page shows. */
+const reloadOne = key =>
+  synced.reloadKey(key, async ({ signal }) => {
+    const response = await fetch(`/api/objects/${encodeURIComponent(key)}`, { signal, cache: 'no-store' })
+    if (response.status === 404) return { deleted: true, apply: () => removeObject(key) }
+    const object = await response.json()
+    if (!response.ok) throw new Error(`/api/objects/${key}: HTTP ${response.status}`)
+    if (object.deleted) return { version: object.version, deleted: true, apply: () => removeObject(key) }
+    return { version: object.version, apply: () => putObject(object) }
+  })
+
+function putObject(object) {
   const isNew = !objects.has(object.key)
   objects.set(object.key, object)
   if (isNew) renderAll()
   else renderCard(object, true)
   renderStats()
+}
+
+function removeObject(key) {
+  if (objects.delete(key)) renderAll()
+}
+
+synced.on('update', ({ key, version, data }) => putObject({ key, version, data }))
+synced.on('delete', ({ key, version }) => {
+  app.deletes.push({ key, version })
+  removeObject(key)
+  renderStats()
+  logEvent(`${key} deleted (v${version})`)
 })
 synced.on('drop', (envelope, { reason }) => {
   app.drops.push({ key: envelope.key, version: envelope.version, reason })
   renderStats()
-  // The gate forgot this key (its memory is bounded): reload to be safe.
-  if (reason === 'evicted') synced.resync('evicted')
+  // The gate forgot this key (its memory is bounded): reload it.
+  if (reason === 'evicted') reloadOne(envelope.key).then(applied => app.reloads.push({ key: envelope.key, applied }))
 })
 synced.on('resync', ({ reason }) => {
   app.resyncs.push(reason)
@@ -192,6 +265,16 @@ $('update-form').addEventListener('submit', event => {
     logEvent(`saved ${key} at v${version}`)
   })
 })
+$('delete').addEventListener('click', () => {
+  const key = $('product').value
+  if (!key) return
+  run('delete', async () => {
+    const response = await fetch(`/api/objects/${encodeURIComponent(key)}`, { method: 'DELETE' })
+    const body = await response.json().catch(() => ({}))
+    if (!response.ok) throw new Error(`HTTP ${response.status} ${body.error ?? ''}`)
+    logEvent(`deleted ${key} at v${body.version}`)
+  })
+})
 $('burst').addEventListener('click', () =>
   run('burst', async () => {
     const { updated, not_published } = await post('/api/burst?n=200')
@@ -213,12 +296,14 @@ async function refreshStack() {
 if (config.controls) {
   $('controls').hidden = false
   for (const button of document.querySelectorAll('[data-action]')) {
+    const label = button.textContent.toLowerCase()
     button.addEventListener('click', () =>
-      run(button.dataset.action, async () => {
+      run(label, async () => {
         button.disabled = true
-        logEvent(`${button.textContent.toLowerCase()}…`)
+        logEvent(`${label}…`)
         try {
           await post(`/api/stack/${button.dataset.action}`)
+          logEvent(`${label}: done`)
           await refreshStack()
         } finally {
           button.disabled = false
@@ -229,5 +314,8 @@ if (config.controls) {
   const poll = () => refreshStack().catch(() => {}).finally(() => setTimeout(poll, 1000))
   poll()
 }
+
+const pollDelivery = () => refreshDelivery().finally(() => setTimeout(pollDelivery, 1000))
+pollDelivery()
 
 centrifuge.connect()

@@ -38,6 +38,13 @@ export class FakeSubscription {
   unsubscribe() {
     this.unsubscribeCalls++
     this.state = 'unsubscribed'
+    this.emit('unsubscribed', { channel: 'obj:test', code: 0, reason: 'unsubscribe called' })
+  }
+
+  /** Simulate the subscription ending (the server's decision when `code` is not 0). */
+  ended(code, reason) {
+    this.state = 'unsubscribed'
+    this.emit('unsubscribed', { channel: 'obj:test', code, reason })
   }
 
   /** Simulate the server confirming a subscription (or a resubscription). */
@@ -51,6 +58,14 @@ export class FakeSubscription {
     this.emit('publication', {
       channel: 'obj:test',
       data: { v: 1, channel: 'obj:test', key, version, seq, shard: 0, ts: Date.now(), data }
+    })
+  }
+
+  /** Deliver a publication whose data is a delete of `key` at `version`. */
+  publishDelete(key, version, seq = 1) {
+    this.emit('publication', {
+      channel: 'obj:test',
+      data: { v: 1, channel: 'obj:test', key, version, seq, shard: 0, ts: Date.now(), data: null, deleted: true }
     })
   }
 }

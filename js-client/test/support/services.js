@@ -129,21 +129,30 @@ request = json.load(sys.stdin)
 published = []
 with Publisher.from_url(request["redis_url"], shards=request["shards"]) as publisher:
     for message in request["messages"]:
-        envelope = publisher.publish(
-            message["channel"],
-            message["data"],
-            key=message["key"],
-            version=message["version"],
-            idempotency_key=message.get("idempotency_key"),
-        )
+        if message.get("deleted"):
+            envelope = publisher.delete(
+                message["channel"],
+                key=message["key"],
+                version=message["version"],
+                idempotency_key=message.get("idempotency_key"),
+            )
+        else:
+            envelope = publisher.publish(
+                message["channel"],
+                message["data"],
+                key=message["key"],
+                version=message["version"],
+                idempotency_key=message.get("idempotency_key"),
+            )
         published.append({"key": envelope.key, "version": envelope.version,
                            "shard": envelope.shard, "seq": envelope.seq})
 json.dump(published, sys.stdout)
 `
 
 /**
- * Enqueue `messages` ({channel, key, version, data, idempotency_key?}) with the
- * Python library's Publisher, in order; resolves with their {key, version, shard, seq}.
+ * Enqueue `messages` ({channel, key, version, data, idempotency_key?}, or
+ * {channel, key, version, deleted: true} for a delete) with the Python library's
+ * Publisher, in order; resolves with their {key, version, shard, seq}.
  */
 export const publishWithPython = (devstack, messages) =>
   runPython(PUBLISH_SOURCE, { redis_url: devstack.redis_url, shards: devstack.shards, messages })

@@ -1,0 +1,221 @@
+"""The safety mutants: deliberate bugs in the relay that the test suite must catch.
+
+Each mutant is a few textual patches, ``(file, old text, new text)``, and the
+tests expected to fail once they are applied. A patch whose old text is not
+found exactly once does not apply, and the check fails loudly instead of
+testing nothing: after a refactor of the code under test, update the anchor
+text here (``tests/unit/test_mutants.py`` checks every anchor on each run).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["MUTANTS", "Mutant", "Patch"]
+
+WORKER = "centrifugo_async/relay/worker.py"
+LEASE = "centrifugo_async/relay/lease.py"
+WINDOW = "centrifugo_async/relay/window.py"
+SCRIPTS = "centrifugo_async/protocol/scripts.py"
+
+FENCING = "tests/integration/test_fencing.py"
+SEND_FENCE = f"{FENCING}::test_a_paused_relay_sends_nothing_after_losing_its_lease"
+ACK_FENCE = f"{FENCING}::test_a_stale_ack_cannot_remove_the_batch_the_new_owner_claimed"
+SCRIPTS_TESTS = "tests/integration/test_lease_scripts.py"
+END_TO_END = "tests/integration/test_end_to_end.py"
+KILL = (
+    "tests/integration/test_faults.py::test_relay_killed_with_a_batch_in_flight_redelivers_it_first"
+)
+RETRIES = (
+    "tests/integration/test_relay_retries.py"
+    "::test_code_100_is_retried_and_other_codes_are_dead_lettered"
+)
+
+
+@attrs.frozen
+class Patch:
+    """Replace ``old`` (which must occur exactly once in ``path``) by ``new``."""
+
+    path: str
+    old: str
+    new: str
+
+
+@attrs.frozen
+class Mutant:
+    name: str
+    bug: str
+    """The deliberate bug, in a few words."""
+    patches: tuple[Patch, ...]
+    tests: tuple[str, ...]
+    """Pytest node ids, quickest first; at least one must fail."""
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "send-without-lease-check",
+        "no lease check before sending (ShardWorker._deliver)",
+        (
+            Patch(
+                WORKER,
+                "            if self._leases.value(self.shard) != lease:\n"
+                '                log.warning("lease lost or about to expire, not sending',
+                "            if False:\n"
+                '                log.warning("lease lost or about to expire, not sending',
+            ),
+        ),
+        (SEND_FENCE,),
+    ),
+    Mutant(
+        "ack-without-lease-check",
+        "ACK script without the lease check",
+        (
+            Patch(
+                SCRIPTS,
+                "if redis.call('GET', KEYS[2]) ~= ARGV[1] then\n"
+                "  return redis.error_reply('LEASE_LOST')\n"
+                "end\n"
+                "local n = tonumber(ARGV[2])\n",
+                "local n = tonumber(ARGV[2])\n",
+            ),
+        ),
+        (SCRIPTS_TESTS, ACK_FENCE),
+    ),
+    Mutant(
+        "post-twice",
+        "every batch POSTed twice",
+        (
+            Patch(
+                WORKER,
+                "            result = await self._api.send_batch([o.command for o in head])\n",
+                "            await self._api.send_batch([o.command for o in head])\n"
+                "            result = await self._api.send_batch([o.command for o in head])\n",
+            ),
+        ),
+        (END_TO_END,),
+    ),
+    Mutant(
+        "swap-first-two",
+        "the first two messages of each batch swapped",
+        (
+            Patch(
+                WORKER,
+                "        outgoing = [_Outgoing(i, i.command) for i in items"
+                " if i.command is not None]\n",
+                "        outgoing = [_Outgoing(i, i.command) for i in items"
+                " if i.command is not None]\n"
+                "        outgoing[:2] = outgoing[:2][::-1]\n",
+            ),
+        ),
+        (END_TO_END,),
+    ),
+    Mutant(
+        "ack-before-delivering",
+        "ACK before delivering",
+        (
+            Patch(
+                WORKER,
+                "        if not await self._deliver(outgoing, lease):\n"
+                "            return\n"
+                "        await self._acknowledge(items, lease)\n",
+                "        await self._acknowledge(items, lease)\n"
+                "        await self._deliver(outgoing, lease)\n",
+            ),
+        ),
+        (KILL, SEND_FENCE),
+    ),
+    Mutant(
+        "claim-ignores-in-flight",
+        "CLAIM ignores the in-flight list",
+        (
+            Patch(
+                SCRIPTS,
+                "local pending = redis.call('LRANGE', KEYS[2], 0, max_count - 1)\n",
+                "local pending = {}\n",
+            ),
+        ),
+        (SCRIPTS_TESTS, KILL),
+    ),
+    Mutant(
+        "claim-without-lease-check",
+        "CLAIM script without the lease check",
+        (
+            Patch(
+                SCRIPTS,
+                "if redis.call('GET', KEYS[3]) ~= ARGV[1] then\n"
+                "  return redis.error_reply('LEASE_LOST')\n"
+                "end\n"
+                "local max_count",
+                "local max_count",
+            ),
+        ),
+        (SCRIPTS_TESTS,),
+    ),
+    Mutant(
+        "renew-any-lease",
+        "lease renewal takes over whatever lease is there",
+        (Patch(SCRIPTS, "  if current == ARGV[3] then\n", "  if true then\n"),),
+        (SCRIPTS_TESTS,),
+    ),
+    Mutant(
+        "no-new-epoch",
+        "re-acquiring a lease keeps the old epoch (ABA)",
+        (
+            Patch(
+                SCRIPTS,
+                "local epoch = redis.call('HINCRBY', KEYS[2], 'lease_epoch', 1)\n",
+                "local epoch = 1\n",
+            ),
+        ),
+        (SCRIPTS_TESTS,),
+    ),
+    Mutant(
+        "release-any-lease",
+        "a relay releases a lease that is not its own",
+        (
+            Patch(
+                SCRIPTS,
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                "  return redis.call('DEL', KEYS[1])",
+                "if true then\n  return redis.call('DEL', KEYS[1])",
+            ),
+        ),
+        (SCRIPTS_TESTS,),
+    ),
+    Mutant(
+        "lease-margin-ignored",
+        "the local lease check ignores the clock",
+        (
+            Patch(
+                LEASE,
+                "        if time.monotonic() + self.ttl / 3 < self._valid_until[shard]:\n",
+                "        if True:\n",
+            ),
+        ),
+        (SCRIPTS_TESTS,),
+    ),
+    Mutant(
+        "enqueue-seq-gap",
+        "the enqueue script skips a seq number per call",
+        (
+            Patch(
+                SCRIPTS,
+                "local last = redis.call('HINCRBY', KEYS[1], 'seq', n)\n",
+                "local last = redis.call('HINCRBY', KEYS[1], 'seq', n + 1)\n",
+            ),
+        ),
+        (END_TO_END,),
+    ),
+    Mutant(
+        "code-100-counted-as-delivered",
+        "a command answered with code 100 counted as delivered",
+        (
+            Patch(
+                WINDOW,
+                "        elif reply.temporary:\n            retry.append(item)\n",
+                "        elif reply.temporary:\n            delivered.append(item)\n",
+            ),
+        ),
+        (RETRIES,),
+    ),
+)
