@@ -7,8 +7,9 @@ keep the order of their rows. A row routed with the shard count Redis records
 (the normal case) is only cut around its placeholder ``seq``; a row routed with
 another count is decoded and routed again, so it still lands on its key's
 shard. A row whose envelope cannot be read becomes a dead letter in the
-shard's dead-letter list (``centrifugo-async dlq list``) rather than blocking
-its lane forever.
+shard's dead-letter list (``centrifugo-async dlq list``), with the JSON
+profile's rule as its reason when it breaks one, rather than blocking its lane
+forever.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterable
 import attrs
 import msgspec
 
-from ..exceptions import CentrifugoAsyncError
+from ..exceptions import CentrifugoAsyncError, EnvelopeDecodeError
 from ..protocol.deadletter import DeadLetter, encode_dead_letter
 from ..protocol.envelope import decode_envelope, encode_envelope
 from ..protocol.keys import Keyspace, ShardKeys
@@ -98,7 +99,7 @@ def plan_batch(rows: Iterable[PendingRow], keyspace: Keyspace, forwarder: str) -
             letter = DeadLetter.for_payload(
                 row.envelope,
                 shard=row.lane % keyspace.shards,
-                reason="invalid_envelope",
+                reason=exc.reason if isinstance(exc, EnvelopeDecodeError) else "invalid_envelope",
                 error=f"outbox row {row.id}: {exc}",
                 relay=forwarder,
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -60,6 +62,20 @@ def test_invalid_messages_are_refused_before_any_sql() -> None:
         Outbox(max_payload_bytes=300).rows([make(data="x" * 300)])
     with pytest.raises(InvalidMessage, match="Message objects"):
         Outbox().rows([make(), "not a message"])  # type: ignore[list-item]
+
+
+PRODUCER_REJECTS = json.loads(
+    (Path(__file__).parents[1] / "vectors" / "envelopes.json").read_text(encoding="utf-8")
+)["producer_rejects"]
+
+
+@pytest.mark.parametrize("case", PRODUCER_REJECTS, ids=lambda c: c["name"])
+def test_what_no_subscriber_could_decode_is_refused_inside_the_transaction(
+    case: dict[str, Any],
+) -> None:
+    """The JSON profile applies to rows as to direct publishes: the same shared step."""
+    with pytest.raises(InvalidMessage, match=r"nested|lone surrogate|IEEE 754 double|NaN"):
+        Outbox().rows([Message(**json.loads(case["message"]))])
 
 
 def test_outbox_settings_are_checked() -> None:
@@ -151,3 +167,15 @@ def test_an_unreadable_row_becomes_a_dead_letter_and_does_not_block_its_lane() -
     assert letter.reason == "invalid_envelope" and letter.relay == "fwd-1"
     assert "outbox row 1" in letter.error
     assert letter.original == b'{"not": "an envelope"}'
+
+
+def test_a_row_breaking_the_json_profile_is_dead_lettered_with_its_rule_when_rerouted() -> None:
+    good = Outbox(shards=16).rows([make(key="k", version=1)])[0]
+    deep = good.envelope.replace('"data":{"s":"paid"}', '"data":' + "[" * 101 + "]" * 101)
+    rows = [PendingRow(1, good.shard, 16, deep.encode(), 0)]
+    batch = plan_batch(rows, Keyspace(shards=4), "fwd-1")
+    assert batch.enqueued == 0 and batch.row_ids == [1]
+    ((_, raw),) = batch.dead_letters
+    letter = decode_dead_letter(raw)
+    assert letter.reason == "too_deep"
+    assert letter.original == deep.encode()
