@@ -25,7 +25,9 @@ class DeadLetter(msgspec.Struct, frozen=True, omit_defaults=True):
     ts: int
     """When it was dead-lettered, milliseconds since the epoch."""
     reason: str
-    """``invalid_envelope``, ``rejected`` (Centrifugo error reply), ``refused`` (HTTP 400/413)."""
+    """``invalid_envelope``, a JSON profile rule (``invalid_unicode``, ``too_deep``,
+    ``number_out_of_range``), ``internal`` (an unexpected error while preparing it),
+    ``rejected`` (Centrifugo error reply), ``refused`` (HTTP 400/413)."""
     error: str
     code: int | None = None
     """Centrifugo error code or HTTP status, when there is one."""
