@@ -117,7 +117,8 @@ class ShardWorker:
                 await self._round()
             except redis.exceptions.RedisError as exc:
                 log.warning(
-                    "redis error shard=%d error=%s retry_in=%.2fs", self.shard, exc, attempt.delay
+                    "redis error",
+                    extra={"shard": self.shard, "error": str(exc), "retry_in": attempt.delay},
                 )
             else:
                 attempts.succeeded()
@@ -155,7 +156,7 @@ class ShardWorker:
 
     async def _process(self, entries: list[bytes], redelivery: bool, lease: str) -> None:
         if redelivery:
-            log.info("redelivering in-flight shard=%d count=%d", self.shard, len(entries))
+            log.info("redelivering in-flight", extra={"shard": self.shard, "count": len(entries)})
         items = [self._prepare(raw) for raw in entries]
         outgoing = [_Outgoing(i, i.command) for i in items if i.command is not None]
         if not await self._deliver(outgoing, lease):
@@ -198,7 +199,9 @@ class ShardWorker:
         first_attempt = True
         while pending:
             if self._leases.value(self.shard) != lease:
-                log.warning("lease lost or about to expire, not sending shard=%d", self.shard)
+                log.warning(
+                    "lease lost or about to expire, not sending", extra={"shard": self.shard}
+                )
                 return False
             if self._stop.is_set() and not first_attempt:
                 return False
@@ -220,10 +223,8 @@ class ShardWorker:
                 item.dead_letter = self._dead_letter(item, "refused", result.reason)
             if outcome.isolating:
                 log.warning(
-                    "batch refused, isolating shard=%d size=%d reason=%s",
-                    self.shard,
-                    window,
-                    result.reason,
+                    "batch refused, isolating",
+                    extra={"shard": self.shard, "size": window, "reason": result.reason},
                 )
             pending, window = outcome.pending, outcome.window
             if outcome.retry is not None:
@@ -251,7 +252,7 @@ class ShardWorker:
         self.counts.dead_lettered += len(letters)
         self._record(items, delivered, expired)
         if expired:
-            log.info("expired shard=%d count=%d", self.shard, expired)
+            log.info("expired", extra={"shard": self.shard, "count": expired})
 
     async def _ack_when_room(
         self, keys: list[str], args: list[object], lease: str, letters: int
@@ -269,11 +270,9 @@ class ShardWorker:
                 await self._fenced(self._ack_growing, keys, args)
             except redis.exceptions.OutOfMemoryError:
                 log.warning(
-                    "dead letters wait for memory shard=%d count=%d retry_in=%.2fs "
+                    "dead letters wait for memory "
                     "(Redis is at maxmemory; the batch stays in flight)",
-                    self.shard,
-                    letters,
-                    attempt.delay,
+                    extra={"shard": self.shard, "count": letters, "retry_in": attempt.delay},
                 )
                 continue
             return True
@@ -305,12 +304,14 @@ class ShardWorker:
         self, item: _Item, reason: str, error: str, code: int | None = None
     ) -> DeadLetter:
         log.warning(
-            "dead-lettered shard=%d reason=%s code=%s channel=%s error=%s",
-            self.shard,
-            reason,
-            code,
-            item.channel,
-            error,
+            "dead-lettered",
+            extra={
+                "shard": self.shard,
+                "reason": reason,
+                "code": code,
+                "channel": item.channel,
+                "error": error,
+            },
         )
         return DeadLetter.for_payload(
             item.raw,
@@ -326,11 +327,14 @@ class ShardWorker:
         self.counts.retries += 1
         self._metrics.retried.labels(retry.cause.value).inc()
         log.warning(
-            "retrying shard=%d count=%d reason=%s retry_in=%.2fs",
-            self.shard,
-            retry.count,
-            retry.reason,
-            delay,
+            "retrying",
+            extra={
+                "shard": self.shard,
+                "count": retry.count,
+                "cause": retry.cause.value,
+                "reason": retry.reason,
+                "retry_in": delay,
+            },
         )
         await self._sleep(delay)
 

@@ -59,9 +59,11 @@ MUTANTS: tuple[Mutant, ...] = (
             Patch(
                 WORKER,
                 "            if self._leases.value(self.shard) != lease:\n"
-                '                log.warning("lease lost or about to expire, not sending',
+                "                log.warning(\n"
+                '                    "lease lost or about to expire, not sending"',
                 "            if False:\n"
-                '                log.warning("lease lost or about to expire, not sending',
+                "                log.warning(\n"
+                '                    "lease lost or about to expire, not sending"',
             ),
         ),
         (SEND_FENCE,),
