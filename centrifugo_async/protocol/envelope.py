@@ -62,6 +62,9 @@ class Envelope(msgspec.Struct, Generic[DataT], frozen=True, omit_defaults=True):
     ttl_ms: int | None = None
     deleted: bool = False
     """True for a delete: the object is gone as of ``version`` (``data`` is null)."""
+    traceparent: str | None = None
+    """The publisher's W3C trace context (``Publisher(tracing=True)``), for the relay's
+    span; a reader ignores one it cannot parse."""
 
     @property
     def effective_idempotency_key(self) -> str:

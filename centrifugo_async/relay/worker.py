@@ -39,10 +39,11 @@ from ..protocol.deadletter import DeadLetter, encode_dead_letter
 from ..protocol.envelope import decode_envelope
 from ..protocol.keys import ShardKeys
 from ..protocol.scripts import ACK, ACK_GROWING, ACK_GROWS, CLAIM, LEASE_LOST
-from .api import CentrifugoAPI, Verdict, publish_command
+from .api import BatchResult, CentrifugoAPI, Verdict, publish_command
 from .lease import LeaseKeeper
 from .metrics import RelayMetrics
 from .settings import RelaySettings
+from .tracing import BatchTracer
 from .window import Retry, settle_window
 
 __all__ = ["ShardWorker"]
@@ -57,6 +58,7 @@ class _Item:
     raw: bytes
     channel: str | None = None
     ts: int = 0
+    traceparent: str | None = None
     command: bytes | None = None
     delivered: bool = False
     expired: bool = False
@@ -106,6 +108,7 @@ class ShardWorker:
         self._claim = client.register_script(CLAIM.source)
         self._ack = client.register_script(ACK.source)
         self._ack_growing = client.register_script(ACK_GROWING.source)
+        self._tracer = BatchTracer() if settings.tracing else None
         self.counts = _Counts()
 
     async def run(self) -> None:
@@ -172,6 +175,7 @@ class ShardWorker:
             return item
         item.channel = channel = envelope.channel
         item.ts = envelope.ts
+        item.traceparent = envelope.traceparent
         settings = self._settings
         max_age = settings.max_age_ms(channel, envelope.ttl_ms)
         if max_age is not None and now_ms() - envelope.ts > max_age:
@@ -208,7 +212,7 @@ class ShardWorker:
             first_attempt = False
             head = pending[:window]
             started = time.perf_counter()
-            result = await self._api.send_batch([o.command for o in head])
+            result = await self._send(head)
             self._metrics.request_latency.observe(time.perf_counter() - started)
             self._metrics.batch_size.observe(len(head))
             outcome = settle_window(pending, window, result)
@@ -233,6 +237,16 @@ class ShardWorker:
             elif result.verdict is Verdict.REPLIES:
                 failures = 0
         return True
+
+    async def _send(self, head: Sequence[_Outgoing]) -> BatchResult:
+        """One request to Centrifugo; with tracing on, in a span continuing the messages' traces."""
+        commands = [o.command for o in head]
+        if self._tracer is None:
+            return await self._api.send_batch(commands)
+        traceparents = [o.item.traceparent for o in head]
+        return await self._tracer.send_batch(
+            self._api, commands, traceparents, {"centrifugo_async.shard": self.shard}
+        )
 
     async def _acknowledge(self, items: Sequence[_Item], lease: str) -> None:
         letters = [encode_dead_letter(i.dead_letter) for i in items if i.dead_letter]

@@ -89,9 +89,9 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Patch(
                 WORKER,
-                "            result = await self._api.send_batch([o.command for o in head])\n",
-                "            await self._api.send_batch([o.command for o in head])\n"
-                "            result = await self._api.send_batch([o.command for o in head])\n",
+                "            return await self._api.send_batch(commands)\n",
+                "            await self._api.send_batch(commands)\n"
+                "            return await self._api.send_batch(commands)\n",
             ),
         ),
         (END_TO_END,),
