@@ -35,7 +35,6 @@ from pythonjsonlogger.json import JsonFormatter
 __all__ = [
     "LOG_FIELDS",
     "configure_logging",
-    "log_fields",
     "log_handler",
     "mask_url",
     "secrets_of",
@@ -90,7 +89,7 @@ _CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _JSON_FIELDS = ("asctime", "levelname", "name", "message")
 
 
-def log_fields(record: logging.LogRecord) -> dict[str, Any]:
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
     """The structured fields of ``record`` (from ``extra``), None values left out."""
     return {
         name: round(value, 3) if isinstance(value, float) else value
@@ -120,7 +119,7 @@ class _ConsoleFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
-        fields = log_fields(record)
+        fields = _fields(record)
         if not fields:
             return line
         pairs = " ".join(f"{name}={_console_value(value)}" for name, value in fields.items())
