@@ -7,7 +7,7 @@ jittered, capped, exponentially growing delay, unless asked to stop; try again::
         try:
             return await fetch()
         except OSError as exc:
-            log.warning("fetch failed error=%s retry_in=%.2fs", exc, attempt.delay)
+            log.warning("fetch failed", extra={"error": str(exc), "retry_in": attempt.delay})
 
 Long-running loops that mostly succeed call ``attempts.succeeded()`` after each
 success, so the next failure starts again from the initial delay and a success

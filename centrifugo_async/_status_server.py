@@ -62,7 +62,7 @@ class StatusServer:
 
     def start(self) -> None:
         self._thread.start()
-        self._log.info("serving /metrics, /health and /livez port=%d", self.port)
+        self._log.info("serving /metrics, /health and /livez", extra={"port": self.port})
 
     def close(self) -> None:
         self._server.shutdown()

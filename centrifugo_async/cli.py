@@ -19,13 +19,14 @@ progress go to stderr.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import json
 import logging
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -103,6 +104,38 @@ def _friendly_errors(func: F) -> F:
             raise click.ClickException(f"Redis is unavailable: {exc}") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _errors_as_log_lines(log_format: str, logger: str) -> Iterator[None]:
+    """With JSON logs, the error that ends a long-running command is a JSON line too.
+
+    Instead of click's plain ``Error: ...`` line (or a traceback), the error is
+    logged with its ``error`` text and ``exit_code``, and the command exits with
+    that code, so every line the process writes parses as JSON. Console logs
+    keep click's line.
+    """
+    if log_format != "json":
+        yield
+        return
+    try:
+        yield
+    except Exception as exc:
+        code, text, expected = ExitCode.ERROR, str(exc).strip(), True
+        if isinstance(exc, RelayFatalError):
+            code = ExitCode.FATAL
+        elif isinstance(exc, redis.exceptions.RedisError):
+            text = f"Redis is unavailable: {text}"
+        elif type(exc).__module__.partition(".")[0] == "psycopg":
+            text = f"PostgreSQL: {text}"
+        elif not isinstance(exc, CentrifugoAsyncError | ValueError):
+            text, expected = f"unexpected error: {exc!r}", False
+        logging.getLogger(logger).error(
+            "stopped by an error",
+            extra={"error": text, "exit_code": int(code)},
+            exc_info=not expected,
+        )
+        raise click.exceptions.Exit(code) from None
 
 
 def _echo_json(value: Any) -> None:
@@ -377,11 +410,12 @@ def relay(config_file: str | None, **flags: Any) -> None:
     )
     for flag in config.exposed_on_command_line(settings, origin):
         logging.getLogger("centrifugo_async.relay").warning(
-            "%s carries a secret every local user can read (ps): use the environment, "
+            "a flag carries a secret every local user can read (ps): use the environment, "
             "the config file or --api-key-file instead",
-            flag,
+            extra={"flag": flag},
         )
-    asyncio.run(_serve_until_signalled(settings))
+    with _errors_as_log_lines(settings.log_format, "centrifugo_async.relay"):
+        asyncio.run(_serve_until_signalled(settings))
 
 
 async def _serve_until_signalled(settings: RelaySettings) -> None:
@@ -873,7 +907,8 @@ def outbox_forward(
             loop.add_signal_handler(sig, stop.set)
         await forward(settings, stop=stop)
 
-    asyncio.run(run())
+    with _errors_as_log_lines(log_format, "centrifugo_async.outbox"):
+        asyncio.run(run())
 
 
 @outbox_group.command("stats")

@@ -118,7 +118,7 @@ class Forwarder:
         except redis.exceptions.RedisError as exc:
             raise translate_redis_error(exc) from exc
         self._keyspace = Keyspace(prefix=prefix, shards=shards)
-        log.info("enqueueing into prefix=%s shards=%d", prefix, shards)
+        log.info("enqueueing into Redis", extra={"prefix": prefix, "shards": shards})
         return self._keyspace
 
     async def _adopt_recorded_count(self, exc: TopologyMismatch) -> None:
@@ -129,10 +129,13 @@ class Forwarder:
             raise translate_redis_error(error) from error
         current = self._keyspace.shards if self._keyspace else None
         if recorded is not None and recorded != current:
-            log.warning("shard count changed %s -> %d: rows are routed again", current, recorded)
+            log.warning(
+                "shard count changed: rows are routed again",
+                extra={"old_shards": current, "shards": recorded},
+            )
             self._keyspace = Keyspace(prefix=self.settings.prefix, shards=recorded)
         else:
-            log.warning("enqueue refused while resharding, waiting: %s", exc)
+            log.warning("enqueue refused while resharding, waiting", extra={"error": str(exc)})
 
     # --- the main loop ----------------------------------------------------------------
 
@@ -152,7 +155,7 @@ class Forwarder:
                 async with await self._connect() as conn:
                     await check_schema_async(conn, self.table)
                     self.health.phase = "running"
-                    log.info("forwarder connected forwarder=%s", self.settings.forwarder_id)
+                    log.info("forwarder connected", extra={"forwarder": self.settings.forwarder_id})
                     await self._serve(conn, stop, attempts)
                     return
             except psycopg.Error as exc:
@@ -160,9 +163,8 @@ class Forwarder:
                 self.metrics.retried.labels("postgres").inc()
                 self.health.phase = f"reconnecting to PostgreSQL: {str(exc).strip()}"
                 log.warning(
-                    "postgres unavailable error=%s retry_in=%.2fs",
-                    str(exc).strip(),
-                    attempt.delay,
+                    "postgres unavailable",
+                    extra={"error": str(exc).strip(), "retry_in": attempt.delay},
                 )
 
     async def _serve(
@@ -188,7 +190,9 @@ class Forwarder:
                 delay = self._backoff.delay(redis_failures)
                 redis_failures += 1
                 self.metrics.retried.labels("redis").inc()
-                log.warning("redis unavailable, rows wait error=%s retry_in=%.2fs", exc, delay)
+                log.warning(
+                    "redis unavailable, rows wait", extra={"error": str(exc), "retry_in": delay}
+                )
                 await wait_for_event(stop, delay)
                 continue
             redis_failures = 0
@@ -221,10 +225,12 @@ class Forwarder:
         if taken:
             self.owned.update(int(lane) for (lane,) in taken)
             log.info(
-                "took lanes %s forwarder=%s owns=%d",
-                [lane for (lane,) in taken],
-                self.settings.forwarder_id,
-                len(self.owned),
+                "took lanes",
+                extra={
+                    "lanes": [int(lane) for (lane,) in taken],
+                    "forwarder": self.settings.forwarder_id,
+                    "owns": len(self.owned),
+                },
             )
             self.wake.set()
 
@@ -284,7 +290,7 @@ class Forwarder:
             self.metrics.commit_to_enqueue.observe(max(0, now - row.created_ms) / 1000)
         if batch.dead_letters:
             self.metrics.dead_lettered.inc(len(batch.dead_letters))
-            log.error("outbox rows dead-lettered count=%d", len(batch.dead_letters))
+            log.error("outbox rows dead-lettered", extra={"count": len(batch.dead_letters)})
         if batch.rerouted:
             self.metrics.rerouted.inc(batch.rerouted)
             if not self._warned_reroute:
@@ -306,7 +312,9 @@ class Forwarder:
                     async for _ in conn.notifies():
                         self.wake.set()
             except psycopg.Error as exc:
-                log.debug("listen connection lost error=%s retry_in=%.2fs", exc, attempt.delay)
+                log.debug(
+                    "listen connection lost", extra={"error": str(exc), "retry_in": attempt.delay}
+                )
 
 
 async def forward(
@@ -360,8 +368,7 @@ async def forward(
         if server is not None:
             server.close()
         log.info(
-            "forwarder stopped forwarder=%s forwarded=%d",
-            settings.forwarder_id,
-            forwarder.forwarded,
+            "forwarder stopped",
+            extra={"forwarder": settings.forwarder_id, "forwarded": forwarder.forwarded},
         )
     return forwarder.forwarded

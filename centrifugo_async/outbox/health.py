@@ -157,5 +157,5 @@ class ForwarderSampler:
             try:
                 await self._conn.close()
             except psycopg.Error as exc:
-                log.debug("closing the sampler's connection failed: %s", exc)
+                log.debug("closing the sampler's connection failed", extra={"error": str(exc)})
             self._conn = None

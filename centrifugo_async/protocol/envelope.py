@@ -77,6 +77,9 @@ class Envelope(
     ttl_ms: _Positive | None = None
     deleted: bool = False
     """True for a delete: the object is gone as of ``version`` (``data`` is null)."""
+    traceparent: str | None = None
+    """The publisher's W3C trace context (``Publisher(tracing=True)``), for the relay's
+    span; a reader ignores one it cannot parse."""
 
     @property
     def effective_idempotency_key(self) -> str:

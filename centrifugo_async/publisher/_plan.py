@@ -167,12 +167,14 @@ def plan(
     max_payload_bytes: int,
     *,
     created_ms: int | None = None,
+    traceparent: str | None = None,
 ) -> EnqueuePlan:
     """Validate and encode every message, then group them by shard.
 
     Everything that can fail on bad input fails here, before any I/O. The
     envelopes' ``ts`` is now, unless ``created_ms`` gives it (a dead-letter
     replay keeps the original, so that ``ttl_ms`` still bounds lateness).
+    ``traceparent`` (the publishing span's trace context) goes into every envelope.
     """
     created_ms = now_ms() if created_ms is None else created_ms
     groups: dict[int, ScriptCall] = {}
@@ -181,7 +183,7 @@ def plan(
     for position, message in enumerate(batch):
         if not isinstance(message, Message):
             raise InvalidMessage(f"publish_many expects Message objects, got {message!r}")
-        draft = draft_envelope(message, keyspace.shards, created_ms)
+        draft = draft_envelope(message, keyspace.shards, created_ms, traceparent)
         head, tail = split_at_seq(encode_draft(draft, max_payload_bytes))
         call = groups.get(draft.shard)
         if call is None or len(call.drafts) >= ENQUEUE_CHUNK:
@@ -194,7 +196,9 @@ def plan(
     return EnqueuePlan(calls, batch)
 
 
-def draft_envelope(message: Message, shards: int, created_ms: int) -> Envelope[Any]:
+def draft_envelope(
+    message: Message, shards: int, created_ms: int, traceparent: str | None = None
+) -> Envelope[Any]:
     """The envelope of ``message`` routed over ``shards``, with a placeholder ``seq``."""
     return Envelope(
         v=ENVELOPE_VERSION,
@@ -209,6 +213,7 @@ def draft_envelope(message: Message, shards: int, created_ms: int) -> Envelope[A
         idempotency_key=message.idempotency_key,
         ttl_ms=message.ttl_ms,
         deleted=message.deleted,
+        traceparent=traceparent,
     )
 
 

@@ -24,6 +24,7 @@ from ..protocol.envelope import Envelope
 from ..protocol.keys import DEFAULT_PREFIX, Keyspace
 from ..protocol.routing import DEFAULT_SHARDS
 from ..protocol.scripts import ENQUEUE
+from ..tracing import current_traceparent, require_opentelemetry
 from ._plan import EnqueuePlan, EnqueueRun, plan, translate_redis_error
 from .message import Message
 
@@ -46,9 +47,13 @@ class _PublisherBase(Generic[ClientT]):
         prefix: str = DEFAULT_PREFIX,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         owns_client: bool = False,
+        tracing: bool = False,
     ) -> None:
         if max_payload_bytes < 256:
             raise ValueError(f"max_payload_bytes must be >= 256, got {max_payload_bytes}")
+        if tracing:
+            require_opentelemetry("Publisher(tracing=True)")
+        self.tracing = tracing
         self.keyspace = Keyspace(prefix=prefix, shards=shards)
         self.max_payload_bytes = max_payload_bytes
         self._redis: ClientT = client
@@ -90,7 +95,7 @@ class _PublisherBase(Generic[ClientT]):
         ttl_ms: int | None,
     ) -> EnqueuePlan:
         message = Message(channel, data, key, version, tags, idempotency_key, ttl_ms)
-        return plan((message,), self.keyspace, self.max_payload_bytes)
+        return self._plan((message,))
 
     def _plan_delete(
         self,
@@ -109,7 +114,14 @@ class _PublisherBase(Generic[ClientT]):
             idempotency_key=idempotency_key,
             ttl_ms=ttl_ms,
         )
-        return plan((message,), self.keyspace, self.max_payload_bytes)
+        return self._plan((message,))
+
+    def _plan(self, messages: Iterable[Message]) -> EnqueuePlan:
+        """The messages' plan; with ``tracing``, the envelopes carry the current trace context."""
+        if not self.tracing:
+            return plan(messages, self.keyspace, self.max_payload_bytes)
+        traceparent = current_traceparent()
+        return plan(messages, self.keyspace, self.max_payload_bytes, traceparent=traceparent)
 
 
 class Publisher(_PublisherBase[SyncRedisClient]):
@@ -118,6 +130,10 @@ class Publisher(_PublisherBase[SyncRedisClient]):
     ``publish`` is one Redis round trip: one script assigns the shard's next
     sequence number and appends the envelope atomically. ``publish_many`` sends
     one script call per shard group, all in one pipeline.
+
+    ``tracing=True`` (the ``otel`` extra) writes the current OpenTelemetry span's
+    context into each envelope (``traceparent``), for a relay that traces to
+    continue; see ``centrifugo_async.tracing``.
     """
 
     @staticmethod
@@ -179,7 +195,7 @@ class Publisher(_PublisherBase[SyncRedisClient]):
         those. A plain ``QueueUnavailable`` means nothing is known to be
         enqueued (with a lost connection, retrying the whole batch is safe).
         """
-        return self._run(plan(items, self.keyspace, self.max_payload_bytes))
+        return self._run(self._plan(items))
 
     def _run(self, batch: EnqueuePlan) -> list[Envelope[Any]]:
         if not batch.calls:
@@ -276,7 +292,7 @@ class AsyncPublisher(_PublisherBase[AsyncRedisClient]):
         Raises ``PartialPublish`` when part of the batch went in, as
         ``Publisher.publish_many`` does.
         """
-        return await self._run(plan(items, self.keyspace, self.max_payload_bytes))
+        return await self._run(self._plan(items))
 
     async def _run(self, batch: EnqueuePlan) -> list[Envelope[Any]]:
         if not batch.calls:

@@ -87,12 +87,20 @@ class KeepAliveClient:
         self._idle: list[_Connection] = []
         self._closed = False
 
-    async def post(self, path: str, body: bytes) -> Response:
-        """``POST base_path + path`` with ``body``; raises ``TransportError``."""
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        """``POST base_path + path`` with ``body`` (and ``headers``); raises ``TransportError``."""
+        extra = b""
+        if headers:
+            extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode(
+                "latin-1"
+            )
         request = b"".join(
             (
                 f"POST {self.base_path}{path} HTTP/1.1\r\n".encode("latin-1"),
                 self._fixed_headers,
+                extra,
                 b"Content-Length: %d\r\n\r\n" % len(body),
                 body,
             )

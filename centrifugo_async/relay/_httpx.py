@@ -46,9 +46,12 @@ class HttpxTransport:
             transport=transport,
         )
 
-    async def post(self, path: str, body: bytes) -> Response:
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        url = f"{self.base_url}{path}"
         try:
-            async with self._client.stream("POST", f"{self.base_url}{path}", content=body) as r:
+            async with self._client.stream("POST", url, content=body, headers=headers) as r:
                 parts: list[bytes] = []
                 total = 0
                 async for chunk in r.aiter_bytes():

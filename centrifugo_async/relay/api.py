@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 import msgspec
@@ -293,10 +293,15 @@ class CentrifugoAPI:
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
 
-    async def send_batch(self, commands: Sequence[bytes]) -> BatchResult:
-        """POST ``commands`` to ``/batch`` with ``parallel: false`` and classify the answer."""
+    async def send_batch(
+        self, commands: Sequence[bytes], headers: Mapping[str, str] | None = None
+    ) -> BatchResult:
+        """POST ``commands`` to ``/batch`` with ``parallel: false`` and classify the answer.
+
+        ``headers`` go with the request (the relay's trace context, when it traces).
+        """
         try:
-            response = await self._transport.post("/batch", batch_body(commands))
+            response = await self._transport.post("/batch", batch_body(commands), headers)
         except TransportError as exc:
             return BatchResult(Verdict.RETRY, reason=str(exc), cause=_TRANSPORT_CAUSES[exc.cause])
         return classify_response(response.status, response.body, len(commands))

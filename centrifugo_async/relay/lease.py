@@ -105,7 +105,7 @@ class LeaseKeeper:
     def lost(self, shard: int) -> None:
         """Forget a lease the fenced scripts reported as no longer ours."""
         if self._values[shard] is not None:
-            log.warning("lease lost shard=%d relay=%s", shard, self.owner)
+            log.warning("lease lost", extra={"shard": shard, "relay": self.owner})
         self._forget(shard)
 
     async def release(self, shard: int) -> None:
@@ -116,9 +116,12 @@ class LeaseKeeper:
             return
         try:
             await self._release(keys=[self._keyspace.shard(shard).lease], args=[value])
-            log.info("lease released shard=%d relay=%s", shard, self.owner)
+            log.info("lease released", extra={"shard": shard, "relay": self.owner})
         except redis.exceptions.RedisError as exc:
-            log.warning("lease release failed shard=%d error=%s", shard, exc)
+            log.warning(
+                "lease release failed",
+                extra={"shard": shard, "relay": self.owner, "error": str(exc)},
+            )
 
     def _forget(self, shard: int) -> None:
         self._values[shard] = None
@@ -140,7 +143,9 @@ class LeaseKeeper:
         keep = sorted(held, key=self._preference)[:target]
         for shard in held:
             if shard not in keep and not self._releasing[shard]:
-                log.info("handing over shard=%d relay=%s share=%d", shard, self.owner, target)
+                log.info(
+                    "handing over", extra={"shard": shard, "relay": self.owner, "share": target}
+                )
                 self._releasing[shard] = True
         missing = target - len(held)
         if missing > 0:
@@ -171,9 +176,9 @@ class LeaseKeeper:
             except redis.exceptions.OutOfMemoryError:
                 if not self._join_refused:
                     log.warning(
-                        "cannot join the relay group while Redis is at maxmemory relay=%s "
+                        "cannot join the relay group while Redis is at maxmemory "
                         "(taking this relay's share anyway)",
-                        self.owner,
+                        extra={"relay": self.owner},
                     )
                 self._join_refused = True
             else:
@@ -201,7 +206,7 @@ class LeaseKeeper:
             return False
         value = value.decode()
         if not held:
-            log.info("lease acquired shard=%d relay=%s lease=%s", shard, self.owner, value)
+            log.info("lease acquired", extra={"shard": shard, "relay": self.owner, "lease": value})
         self._values[shard] = value
         self._valid_until[shard] = started + self.ttl
         self._acquired[shard].set()
@@ -212,7 +217,7 @@ class LeaseKeeper:
             try:
                 await self.tick()
             except redis.exceptions.RedisError as exc:
-                log.warning("lease renewal failed relay=%s error=%s", self.owner, exc)
+                log.warning("lease renewal failed", extra={"relay": self.owner, "error": str(exc)})
             self.ticked.set()
             await wait_for_event(stop, self.ttl / 3)
 
@@ -231,13 +236,14 @@ class LeaseKeeper:
                 await asyncio.gather(*steps)
         except TimeoutError:
             log.warning(
-                "releasing leases timed out after %.1fs relay=%s (they expire by themselves)",
-                RELEASE_TIMEOUT,
-                self.owner,
+                "releasing leases timed out (they expire by themselves)",
+                extra={"relay": self.owner, "timeout": RELEASE_TIMEOUT},
             )
 
     async def _leave(self) -> None:
         try:
             await self._redis.zrem(self._keyspace.relays, self.owner)
         except redis.exceptions.RedisError as exc:
-            log.warning("leaving the relay group failed error=%s", exc)
+            log.warning(
+                "leaving the relay group failed", extra={"relay": self.owner, "error": str(exc)}
+            )

@@ -116,17 +116,17 @@ async def serve(
     finally:
         if server is not None:
             server.close()
-        await _closed(api.aclose(), "the Centrifugo connections")
-        await _closed(client.aclose(), "the Redis connections")
+        await _closed(api.aclose(), "centrifugo")
+        await _closed(client.aclose(), "redis")
 
 
-async def _closed(closing: Awaitable[None], what: str) -> None:
+async def _closed(closing: Awaitable[None], peer: str) -> None:
     """Close within ``CLOSE_TIMEOUT``: a peer that hangs must not hold the exit."""
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await closing
     except TimeoutError:
-        log.warning("closing %s timed out after %.1fs", what, CLOSE_TIMEOUT)
+        log.warning("closing connections timed out", extra={"peer": peer, "timeout": CLOSE_TIMEOUT})
 
 
 _STARTUP_BACKOFF = Backoff(initial=0.1, cap=2.0)
@@ -160,7 +160,7 @@ async def _resolve_keyspace(
                 raise QueueUnavailable(
                     f"cannot reach Redis at {mask_url(settings.redis_url)}: {exc}"
                 ) from None
-            log.warning("waiting for Redis error=%s retry_in=%.2fs", exc, attempt.delay)
+            log.warning("waiting for Redis", extra={"error": str(exc), "retry_in": attempt.delay})
             continue
         if recorded is not None:
             return Keyspace(prefix=settings.prefix, shards=recorded)
@@ -168,8 +168,8 @@ async def _resolve_keyspace(
         attempts.succeeded()
         if time.monotonic() >= next_notice:
             log.info(
-                "waiting for a publisher to record the shard count of prefix=%s (or pass --shards)",
-                settings.prefix,
+                "waiting for a publisher to record the shard count (or pass --shards)",
+                extra={"prefix": settings.prefix},
             )
             next_notice = time.monotonic() + 30
         await wait_for_event(stop, settings.idle_wait)
@@ -210,10 +210,12 @@ async def _check_centrifugo(
                 f"Centrifugo API at {mask_url(settings.api_url)} is not answering: {result.reason}"
             )
         log.warning(
-            "waiting for Centrifugo url=%s reason=%s retry_in=%.2fs",
-            mask_url(settings.api_url),
-            result.reason,
-            attempt.delay,
+            "waiting for Centrifugo",
+            extra={
+                "api": mask_url(settings.api_url),
+                "reason": result.reason,
+                "retry_in": attempt.delay,
+            },
         )
 
 
@@ -243,11 +245,13 @@ async def _run(
         interval=settings.lease_renew_interval,
     )
     log.info(
-        "relay started relay=%s shards=%d prefix=%s api=%s",
-        settings.relay_id,
-        keyspace.shards,
-        keyspace.prefix,
-        mask_url(settings.api_url),
+        "relay started",
+        extra={
+            "relay": settings.relay_id,
+            "shards": keyspace.shards,
+            "prefix": keyspace.prefix,
+            "api": mask_url(settings.api_url),
+        },
     )
     keeper = asyncio.create_task(leases.run(cycle), name="lease-keeper")
     sampling = asyncio.create_task(sampler.run(cycle), name="health-sampler")
@@ -267,7 +271,7 @@ async def _run(
             except RelayFatalError as exc:
                 if failure is None:
                     failure = exc
-                    log.error("relay stopping: %s", exc)
+                    log.error("relay stopping", extra={"error": str(exc)})
                 stop.set()
     finally:
         cycle.set()
@@ -281,7 +285,7 @@ async def _run(
         await _cancelled(watcher)
         await leases.release_all()
         delivered = sum(w.counts.delivered for w in workers)
-        log.info("relay stopped relay=%s delivered=%d", settings.relay_id, delivered)
+        log.info("relay stopped", extra={"relay": settings.relay_id, "delivered": delivered})
     if failure is not None:
         raise failure
     return changed
@@ -302,10 +306,9 @@ async def _within_grace(worker: ShardWorker, cycle: asyncio.Event, grace: float)
             await asyncio.wait((running,), timeout=grace)
         if not running.done():
             log.warning(
-                "shard worker did not finish within %.1fs of the stop, cancelled shard=%d "
+                "shard worker did not finish in time after the stop, cancelled "
                 "(its batch stays in flight)",
-                grace,
-                worker.shard,
+                extra={"shard": worker.shard, "timeout": grace},
             )
     finally:
         ending.cancel()

@@ -35,6 +35,7 @@ from ..exceptions import InvalidSetting
 from ..logs import mask_url
 from ..protocol.keys import DEFAULT_PREFIX, prefix_problem
 from ..protocol.routing import MAX_SHARDS
+from ..tracing import INSTALL_HINT, opentelemetry_missing
 
 __all__ = [
     "ENV_PREFIX",
@@ -307,6 +308,19 @@ def _default_relay_id() -> str:
 _POSITIVE = Bounds(above=0)
 
 
+@attrs.frozen
+class _OpenTelemetryInstalled:
+    """On only where the OpenTelemetry API can be imported."""
+
+    def problem(self, value: Any) -> str | None:
+        if value and opentelemetry_missing():
+            return f"needs OpenTelemetry: {INSTALL_HINT}"
+        return None
+
+    def describe(self) -> str:
+        return "needs the otel extra"
+
+
 @attrs.frozen(kw_only=True)
 class RelaySettings:
     """Relay configuration. Durations are in seconds.
@@ -458,6 +472,13 @@ class RelaySettings:
         toml="log.level",
         check=OneOf(("debug", "info", "warning", "error"), ignore_case=True),
         help="Least severe level that is logged.",
+    )
+    tracing: bool = _setting(
+        False,
+        toml="tracing.enabled",
+        check=_OpenTelemetryInstalled(),
+        help="Send each batch of traced messages in an OpenTelemetry span continuing the "
+        "publishers' traces (needs the otel extra; spans go to the configured tracer provider).",
     )
 
     @property

@@ -13,6 +13,7 @@ of an error message to decide how to count it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Protocol
 
 import attrs
@@ -51,8 +52,13 @@ class TransportError(Exception):
 class Transport(Protocol):
     """Posts bodies to one HTTP server (an API prefix such as ``http://host:8000/api``)."""
 
-    async def post(self, path: str, body: bytes) -> Response:
-        """``POST`` ``body`` to the base URL's path plus ``path``; raises ``TransportError``."""
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        """``POST`` ``body`` to the base URL's path plus ``path``; raises ``TransportError``.
+
+        ``headers`` are sent besides the transport's own (the trace context).
+        """
         ...
 
     async def aclose(self) -> None:

@@ -40,10 +40,11 @@ from ..protocol.deadletter import DeadLetter, encode_dead_letter
 from ..protocol.envelope import channel_of, decode_envelope
 from ..protocol.keys import ShardKeys
 from ..protocol.scripts import ACK, ACK_GROWING, ACK_GROWS, CLAIM, LEASE_LOST
-from .api import CentrifugoAPI, Verdict, publish_command
+from .api import BatchResult, CentrifugoAPI, Verdict, publish_command
 from .lease import LeaseKeeper
 from .metrics import RelayMetrics
 from .settings import RelaySettings
+from .tracing import BatchTracer
 from .window import Retry, settle_window
 
 __all__ = ["ShardWorker"]
@@ -58,6 +59,7 @@ class _Item:
     raw: bytes
     channel: str | None = None
     ts: int = 0
+    traceparent: str | None = None
     command: bytes | None = None
     delivered: bool = False
     expired: bool = False
@@ -108,6 +110,7 @@ class ShardWorker:
         self._claim = client.register_script(CLAIM.source)
         self._ack = client.register_script(ACK.source)
         self._ack_growing = client.register_script(ACK_GROWING.source)
+        self._tracer = BatchTracer() if settings.tracing else None
         self.counts = _Counts()
         self._last_internal_error: str | None = None
         """The traceback of an ``internal`` dead letter is logged once per distinct error."""
@@ -128,7 +131,8 @@ class ShardWorker:
                 await self._round()
             except redis.exceptions.RedisError as exc:
                 log.warning(
-                    "redis error shard=%d error=%s retry_in=%.2fs", self.shard, exc, attempt.delay
+                    "redis error",
+                    extra={"shard": self.shard, "error": str(exc), "retry_in": attempt.delay},
                 )
             except RelayFatalError:
                 raise
@@ -136,10 +140,8 @@ class ShardWorker:
                 crash = f"{type(exc).__name__}: {exc}"
                 self.counts.restarts += 1
                 log.error(
-                    "worker crashed, restarting shard=%d error=%s retry_in=%.2fs",
-                    self.shard,
-                    crash,
-                    attempt.delay,
+                    "worker crashed, restarting",
+                    extra={"shard": self.shard, "error": crash, "retry_in": attempt.delay},
                     exc_info=crash != last_crash,
                 )
                 last_crash = crash
@@ -180,7 +182,7 @@ class ShardWorker:
 
     async def _process(self, entries: list[bytes], redelivery: bool, lease: str) -> None:
         if redelivery:
-            log.info("redelivering in-flight shard=%d count=%d", self.shard, len(entries))
+            log.info("redelivering in-flight", extra={"shard": self.shard, "count": len(entries)})
         items = [self._prepare(raw) for raw in entries]
         outgoing = [_Outgoing(i, i.command) for i in items if i.command is not None]
         if not await self._deliver(outgoing, lease):
@@ -200,9 +202,8 @@ class ShardWorker:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.error(
-                "cannot prepare an entry shard=%d error=%s",
-                self.shard,
-                error,
+                "cannot prepare an entry",
+                extra={"shard": self.shard, "error": error},
                 exc_info=error != self._last_internal_error,
             )
             self._last_internal_error = error
@@ -220,6 +221,7 @@ class ShardWorker:
             return item
         item.channel = channel = envelope.channel
         item.ts = envelope.ts
+        item.traceparent = envelope.traceparent
         settings = self._settings
         max_age = settings.max_age_ms(channel, envelope.ttl_ms)
         if max_age is not None and now_ms() - envelope.ts > max_age:
@@ -247,14 +249,16 @@ class ShardWorker:
         first_attempt = True
         while pending:
             if self._leases.value(self.shard) != lease:
-                log.warning("lease lost or about to expire, not sending shard=%d", self.shard)
+                log.warning(
+                    "lease lost or about to expire, not sending", extra={"shard": self.shard}
+                )
                 return False
             if self._stop.is_set() and not first_attempt:
                 return False
             first_attempt = False
             head = pending[:window]
             started = time.perf_counter()
-            result = await self._api.send_batch([o.command for o in head])
+            result = await self._send(head)
             self._metrics.request_latency.observe(time.perf_counter() - started)
             self._metrics.batch_size.observe(len(head))
             outcome = settle_window(pending, window, result)
@@ -269,10 +273,8 @@ class ShardWorker:
                 item.dead_letter = self._dead_letter(item, "refused", result.reason)
             if outcome.isolating:
                 log.warning(
-                    "batch refused, isolating shard=%d size=%d reason=%s",
-                    self.shard,
-                    window,
-                    result.reason,
+                    "batch refused, isolating",
+                    extra={"shard": self.shard, "size": window, "reason": result.reason},
                 )
             pending, window = outcome.pending, outcome.window
             if outcome.retry is not None:
@@ -281,6 +283,16 @@ class ShardWorker:
             elif result.verdict is Verdict.REPLIES:
                 failures = 0
         return True
+
+    async def _send(self, head: Sequence[_Outgoing]) -> BatchResult:
+        """One request to Centrifugo; with tracing on, in a span continuing the messages' traces."""
+        commands = [o.command for o in head]
+        if self._tracer is None:
+            return await self._api.send_batch(commands)
+        traceparents = [o.item.traceparent for o in head]
+        return await self._tracer.send_batch(
+            self._api, commands, traceparents, {"centrifugo_async.shard": self.shard}
+        )
 
     async def _acknowledge(self, items: Sequence[_Item], lease: str) -> None:
         letters = [encode_dead_letter(i.dead_letter) for i in items if i.dead_letter]
@@ -300,7 +312,7 @@ class ShardWorker:
         self.counts.dead_lettered += len(letters)
         self._record(items, delivered, expired)
         if expired:
-            log.info("expired shard=%d count=%d", self.shard, expired)
+            log.info("expired", extra={"shard": self.shard, "count": expired})
 
     async def _ack_when_room(
         self, keys: list[str], args: list[object], lease: str, letters: int
@@ -318,11 +330,9 @@ class ShardWorker:
                 await self._fenced(self._ack_growing, keys, args)
             except redis.exceptions.OutOfMemoryError:
                 log.warning(
-                    "dead letters wait for memory shard=%d count=%d retry_in=%.2fs "
+                    "dead letters wait for memory "
                     "(Redis is at maxmemory; the batch stays in flight)",
-                    self.shard,
-                    letters,
-                    attempt.delay,
+                    extra={"shard": self.shard, "count": letters, "retry_in": attempt.delay},
                 )
                 continue
             return True
@@ -354,12 +364,14 @@ class ShardWorker:
         self, item: _Item, reason: str, error: str, code: int | None = None
     ) -> DeadLetter:
         log.warning(
-            "dead-lettered shard=%d reason=%s code=%s channel=%s error=%s",
-            self.shard,
-            reason,
-            code,
-            item.channel,
-            error,
+            "dead-lettered",
+            extra={
+                "shard": self.shard,
+                "reason": reason,
+                "code": code,
+                "channel": item.channel,
+                "error": error,
+            },
         )
         return DeadLetter.for_payload(
             item.raw,
@@ -375,11 +387,14 @@ class ShardWorker:
         self.counts.retries += 1
         self._metrics.retried.labels(retry.cause.value).inc()
         log.warning(
-            "retrying shard=%d count=%d reason=%s retry_in=%.2fs",
-            self.shard,
-            retry.count,
-            retry.reason,
-            delay,
+            "retrying",
+            extra={
+                "shard": self.shard,
+                "count": retry.count,
+                "cause": retry.cause.value,
+                "reason": retry.reason,
+                "retry_in": delay,
+            },
         )
         await self._sleep(delay)
 

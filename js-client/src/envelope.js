@@ -129,5 +129,8 @@ export function parseEnvelope(input) {
     if (envelope.data !== null) fail('data', 'must be null in a delete')
     envelope.deleted = true
   }
+  if (raw.traceparent != null) {
+    envelope.traceparent = take('traceparent', value => typeof value === 'string', 'a string')
+  }
   return envelope
 }

@@ -28,6 +28,8 @@ export interface Envelope<Data = unknown> {
   ttl_ms?: number
   /** Present (and true) only on a delete: the object is gone as of `version`, and `data` is null. */
   deleted?: true
+  /** The publisher's W3C trace context (`00-<trace id>-<span id>-<flags>`), when it traces. */
+  traceparent?: string
 }
 
 /** Why `parseEnvelope` refused its input, as the relay's dead-letter reason. */

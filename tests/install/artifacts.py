@@ -32,7 +32,7 @@ SDIST_MUST_HOLD = [
     "centrifugo_async/py.typed",
 ]
 PROJECT_URLS = ["Homepage", "Documentation", "Repository", "Issues", "Changelog"]
-USER_EXTRAS = ["client", "outbox"]
+USER_EXTRAS = ["client", "outbox", "otel"]
 
 _LINK = re.compile(r"\]\(([^)\s]+)[^)]*\)|<([a-z]+:[^>\s]+)>")
 
@@ -100,7 +100,7 @@ def main() -> None:
     if problems:
         sys.exit(1)
     print(f"ok  {sdist.name}: licence, changelog, docs, tests; {wheel.name}: the package alone")
-    print("ok  wheel metadata: MIT, project URLs, extras [client] [outbox], a description")
+    print("ok  wheel metadata: MIT, project URLs, extras [client] [outbox] [otel], a description")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from centrifugo_async.relay import RelaySettings, serve
 from devstack import DEV_API_KEY, CentrifugoServer, RelayProcess
 from tests.support.checks import order_inversions, published_pairs
 from tests.support.fake_centrifugo import FakeCentrifugo, Hang
+from tests.support.logs import log_records
 from tests.support.relay_proxy import ACCEPTED, RecordingProxy
 from tests.support.stack import history, shard_stats, wait_until_drained
 from tests.support.subscriber import Subscriber
@@ -54,7 +55,15 @@ def new_relay(
     api_key: str = DEV_API_KEY,
 ) -> RelayProcess:
     relay = RelayProcess(
-        redis_url, centrifugo.api_url, api_key, "--lease-ttl", "2", "--log-level", "info"
+        redis_url,
+        centrifugo.api_url,
+        api_key,
+        "--lease-ttl",
+        "2",
+        "--log-level",
+        "info",
+        "--log-format",
+        "json",
     )
     started.append(relay)
     return relay.start()
@@ -362,8 +371,8 @@ async def test_relays_share_the_shards_evenly_and_take_over_from_the_dead(
 
 def third_id(relay: RelayProcess) -> str:
     """The relay id a child process announced in its start-up log line."""
-    line = next(line for line in relay.log().splitlines() if "relay started" in line)
-    return line.split("relay=")[1].split()[0]
+    started = next(r for r in log_records(relay.log()) if r["message"] == "relay started")
+    return str(started["relay"])
 
 
 async def wait_for_shares(redis_url: str, shares: list[int], within: float = 20) -> None:

@@ -25,6 +25,7 @@ import redis
 from centrifugo_async import AsyncPublisher, Keyspace, Message
 from centrifugo_async.protocol.scripts import ACK
 from devstack import DEV_API_KEY, CentrifugoServer, RelayProcess
+from tests.support.logs import logged
 from tests.support.redis_monitor import RedisMonitor
 from tests.support.relay_proxy import PENDING, RecordingProxy
 from tests.support.stack import wait_until_drained
@@ -78,6 +79,8 @@ async def start_relay(
         "30",
         "--log-level",
         "info",
+        "--log-format",
+        "json",
     )
     relays.append(relay)
     return relay.start()
@@ -160,7 +163,10 @@ async def test_a_paused_relay_sends_nothing_after_losing_its_lease(
         finally:
             stale.signal(signal.SIGCONT)
         await poll(
-            lambda: "not sending shard=0" in stale.log() or proxy.log.by(STALE, since=resumed),
+            lambda: (
+                logged(stale.log(), "lease lost or about to expire, not sending", shard=0)
+                or proxy.log.by(STALE, since=resumed)
+            ),
             within=15,
             what="the resumed relay neither gave the batch up nor sent it",
         )

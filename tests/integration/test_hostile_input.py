@@ -221,7 +221,7 @@ async def test_a_worker_that_crashes_is_restarted_and_logs_its_traceback_once(
     assert [e["version"] for e in received] == [1, 2]
     crashed = [r for r in caplog.records if r.getMessage().startswith("worker crashed")]
     assert len(crashed) == 3
-    assert "error=ValueError: state nobody foresaw" in crashed[0].getMessage()
+    assert crashed[0].error == "ValueError: state nobody foresaw"  # type: ignore[attr-defined]
     assert [bool(r.exc_info) for r in crashed] == [True, False, False]
     stats = shard_stats(relay_settings.redis_url, SHARDS)
     assert sum(s.dead_letters for s in stats) == 0

@@ -11,18 +11,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import attrs
 import pytest
 import redis
 
-from centrifugo_async import AsyncPublisher, Message
+from centrifugo_async import AsyncPublisher, Message, shard_for
 from centrifugo_async.cli import ExitCode
 from centrifugo_async.relay import RelaySettings, serve
 from centrifugo_async.relay.settings import LatePolicy
 from devstack import DEV_API_KEY, CentrifugoServer, RedisServer, RelayProcess, free_port
 from tests.support.checks import order_inversions, published_pairs
+from tests.support.logs import json_line_problems, log_records
 from tests.support.stack import wait_until_drained
 from tests.support.subscriber import Subscriber
 
@@ -262,11 +262,15 @@ async def test_logs_are_json_lines_without_secrets(centrifugo: CentrifugoServer)
             bad_key.close()
         client.close()
 
-    records: list[dict[str, Any]] = []
-    for line in good_log.splitlines():
-        records.append(json.loads(line))
+    records = log_records(good_log)
     assert {"time", "level", "name", "message"} <= set(records[0])
-    assert any("dead-lettered" in r["message"] for r in records)
+    (dead,) = [r for r in records if r["message"] == "dead-lettered"]
+    assert dead["channel"] == "nope:1" and dead["reason"] == "rejected" and dead["code"] == 102
+    assert dead["shard"] == shard_for("k", SHARDS) and dead["level"] == "WARNING"
+    assert json_line_problems(good_log, "relay") == []
+    (fatal,) = [r for r in log_records(bad_log) if r["level"] == "ERROR"]
+    assert fatal["exit_code"] == ExitCode.FATAL and "API key" in fatal["error"]
+    assert json_line_problems(bad_log, "relay with a bad key") == []
     for text in (good_log, bad_log):
         assert password not in text
         assert api_key not in text

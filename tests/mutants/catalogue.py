@@ -59,9 +59,11 @@ MUTANTS: tuple[Mutant, ...] = (
             Patch(
                 WORKER,
                 "            if self._leases.value(self.shard) != lease:\n"
-                '                log.warning("lease lost or about to expire, not sending',
+                "                log.warning(\n"
+                '                    "lease lost or about to expire, not sending"',
                 "            if False:\n"
-                '                log.warning("lease lost or about to expire, not sending',
+                "                log.warning(\n"
+                '                    "lease lost or about to expire, not sending"',
             ),
         ),
         (SEND_FENCE,),
@@ -87,9 +89,9 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Patch(
                 WORKER,
-                "            result = await self._api.send_batch([o.command for o in head])\n",
-                "            await self._api.send_batch([o.command for o in head])\n"
-                "            result = await self._api.send_batch([o.command for o in head])\n",
+                "            return await self._api.send_batch(commands)\n",
+                "            await self._api.send_batch(commands)\n"
+                "            return await self._api.send_batch(commands)\n",
             ),
         ),
         (END_TO_END,),

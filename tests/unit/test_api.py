@@ -72,6 +72,16 @@ async def test_batch_request_is_ordered_and_passes_envelopes_through() -> None:
         "idempotency_key": "idem-1",
     }
     assert body["commands"][1]["publish"]["tags"] == {"kind": "update"}
+    assert "traceparent" not in request.headers
+
+
+async def test_a_request_carries_the_headers_it_is_given() -> None:
+    seen: list[httpx.Request] = []
+    api = api_answering(200, '{"replies":[{"publish":{}},{"publish":{}}]}', seen)
+    await api.send_batch(COMMANDS, headers={"traceparent": "00-ab-cd-01"})
+    (request,) = seen
+    assert request.headers["traceparent"] == "00-ab-cd-01"
+    assert request.headers["X-API-Key"] == "secret"
 
 
 async def test_every_reply_is_checked() -> None:

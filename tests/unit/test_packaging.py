@@ -57,8 +57,8 @@ def test_the_js_client_is_publishable() -> None:
 
 
 def test_development_tools_are_dependency_groups_not_extras() -> None:
-    # User-facing extras only: the subscriber helpers and the transactional outbox.
-    assert set(PYPROJECT["project"]["optional-dependencies"]) == {"client", "outbox"}
+    # User-facing extras only: the subscriber helpers, the transactional outbox, tracing.
+    assert set(PYPROJECT["project"]["optional-dependencies"]) == {"client", "outbox", "otel"}
     groups = PYPROJECT["dependency-groups"]
     development = {"test", "bench", "example", "docs"}
     assert development <= set(groups)

@@ -31,6 +31,9 @@ ROUTING_KEYS = (
 )
 
 
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
 def _envelope(**fields: Any) -> Envelope[Any]:
     base: dict[str, Any] = dict(
         v=1, channel="obj:1", key="user:1", version=1, seq=1, shard=0, ts=1700000000000, data={}
@@ -60,6 +63,10 @@ VALID = {
     "delete with options": _envelope(
         version=9, data=None, deleted=True, tags={"kind": "delete"}, ttl_ms=5000
     ),
+    "traced": _envelope(traceparent=TRACEPARENT),
+    "traced delete with options": _envelope(
+        version=9, data=None, deleted=True, ttl_ms=5000, traceparent=TRACEPARENT
+    ),
 }
 
 # Envelopes written another way than the canonical one: readers decode them to the
@@ -68,6 +75,11 @@ EQUIVALENT = {
     "explicit deleted false": (
         b'{"v":1,"channel":"obj:1","key":"user:1","version":1,"seq":1,"shard":0,'
         b'"ts":1700000000000,"data":{},"deleted":false}',
+        _envelope(),
+    ),
+    "null traceparent": (
+        b'{"v":1,"channel":"obj:1","key":"user:1","version":1,"seq":1,"shard":0,'
+        b'"ts":1700000000000,"data":{},"traceparent":null}',
         _envelope(),
     ),
 }
@@ -81,6 +93,13 @@ OLD_READERS = {
             "a reader written before `deleted` existed sees an ordinary update whose data is "
             "null, at the delete's version: its version gate records that version, so older "
             "updates are still dropped, and the app must treat null data as a removal"
+        ),
+    },
+    "traceparent": {
+        "encoded": "traced",
+        "note": (
+            "a reader written before `traceparent` existed ignores it: the message is "
+            "delivered and applied as before, only its trace is not continued"
         ),
     },
 }
@@ -160,6 +179,11 @@ INVALID: dict[str, tuple[bytes, str]] = {
     "non-boolean deleted": (
         b'{"v":1,"channel":"c","key":"k","version":2,"seq":1,"shard":0,"ts":1,'
         b'"data":null,"deleted":1}',
+        INVALID_ENVELOPE,
+    ),
+    "non-string traceparent": (
+        b'{"v":1,"channel":"c","key":"k","version":1,"seq":1,"shard":0,"ts":1,"data":1,'
+        b'"traceparent":7}',
         INVALID_ENVELOPE,
     ),
     "null deleted": (
