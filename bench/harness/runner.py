@@ -59,6 +59,11 @@ def run_system(system: System, settings: Settings, logs: Path) -> dict[str, Any]
                     (rss for pid in mover.pids() if (rss := peak_rss_mb(pid)) is not None),
                     default=None,
                 )
+                if mover.forwarders:
+                    result["forwarder_peak_rss_mb"] = max(
+                        (rss for pid in mover.forwarder_pids() if (rss := peak_rss_mb(pid))),
+                        default=None,
+                    )
                 result["centrifugo_peak_rss_mb"] = peak_rss_mb(stack.pids()["centrifugo"])
             except Exception as exc:
                 result["error"] = f"{type(exc).__name__}: {exc}"
