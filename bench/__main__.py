@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _complete(system: dict[str, Any]) -> bool:
     phases = [system.get("throughput", {}), *system.get("latency", [])]
+    if "drain" in system:
+        phases.append(system["drain"])
     return all(p.get("complete", "skipped" in p) for p in phases)
 
 

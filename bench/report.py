@@ -262,6 +262,13 @@ def _roles_per_message(system: dict[str, Any], phase: dict[str, Any]) -> dict[st
     return {role: value * 1e6 / count for role, value in seconds.items()}
 
 
+def _cpu_total(system: dict[str, Any], phase: dict[str, Any] | None) -> str:
+    """All processes' CPU µs per message in ``phase``."""
+    if phase is None:
+        return "-"
+    return f"{sum(_roles_per_message(system, phase).values()):.1f}"
+
+
 def _p99(system: dict[str, Any] | None, rate: int = 1000) -> float | None:
     phase = _by_rate(system, rate) if system else None
     lat = phase.get("latency_ms") if phase else None
@@ -281,30 +288,29 @@ def render_outbox_markdown(results: dict[str, Any]) -> str:
         f"{settings.get('transaction_messages', '-')} messages per transaction, paced one "
         "transaction per 1 ms tick (one message each at 1,000/s).",
         "",
-        "| system | accepted msg/s | received msg/s | inversions (all phases) "
-        "| p50 / p99 / max ms @ 1,000/s | CPU µs/msg flat out | CPU µs/msg @ 1,000/s |",
-        "|---|--:|--:|--:|--:|--:|--:|",
+        "| system | accepted msg/s | received msg/s | drain msg/s | inversions (all phases) "
+        "| p50 / p99 / max ms @ 1,000/s | CPU µs/msg: flat out | @ 1,000/s | drain |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name in names:
         s = systems[name]
         t = s["throughput"]
         slow = _by_rate(s, 1000)
-        flat_cpu = sum(_roles_per_message(s, t).values())
-        slow_cpu = sum(_roles_per_message(s, slow).values()) if slow else None
+        drain = s.get("drain")
         lines.append(
             _row(
                 [
                     s["label"],
                     _num(t.get("accepted_per_s")) + ("" if t.get("complete") else " (incomplete)"),
                     _num(t.get("received_per_s")),
+                    _num(drain.get("drain_per_s")) if drain else "-",
                     f"{_inversions(s):,}",
                     _latency(slow),
-                    f"{flat_cpu:.1f}",
-                    "-" if slow_cpu is None else f"{slow_cpu:.1f}",
+                    *(_cpu_total(s, phase) for phase in (t, slow, drain)),
                 ]
             )
         )
-    lines += [f"| {s['label']} | error: {s['error'][:80]} | | | | | |" for s in failed]
+    lines += [f"| {s['label']} | error: {s['error'][:80]} | | | | | | | |" for s in failed]
     lines += [
         "",
         "CPU µs per message by process, flat out (throughput phase) / at 1,000 msg/s; "
@@ -360,6 +366,15 @@ def check_outbox_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "per-key order: inversions, outbox / built-in consumer",
                 f"{_inversions(ours)} / {_inversions(builtin)}",
                 verdict(_inversions(ours) == 0 and _inversions(builtin) == 0),
+            )
+        )
+    drains = [(s or {}).get("drain", {}).get("drain_per_s") for s in (ours, builtin)]
+    if drains[0] and drains[1]:
+        rows.append(
+            (
+                "(context) movers alone, draining a committed backlog: outbox vs built-in",
+                f"{drains[0]:,} vs {drains[1]:,} msg/s: {drains[0] / drains[1]:.2f}x",
+                "-",
             )
         )
     direct = systems.get(HEADLINE)

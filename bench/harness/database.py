@@ -15,28 +15,33 @@ version)``, whose row versions the writers bump, and the system's outbox table:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
 import psycopg
 
 from centrifugo_async import outbox
+from centrifugo_async.outbox import OutboxTable
 from devstack import PostgresServer
 
 from .systems import System
 
 __all__ = [
+    "CONSUMER_NAME",
     "CONSUMER_TABLE",
     "NOTIFY_CHANNEL",
     "OBJECTS_TABLE",
     "Database",
     "consumer_config",
+    "held_lanes",
 ]
 
 OBJECTS_TABLE = "bench_objects"
 CONSUMER_TABLE = "centrifugo_outbox"
 """The built-in consumer's table, by its documented name (its own database: no clash)."""
 NOTIFY_CHANNEL = "centrifugo_partition_change"
+CONSUMER_NAME = "bench"
 
 OBJECTS_SQL = f"CREATE TABLE {OBJECTS_TABLE} (id int PRIMARY KEY, version bigint NOT NULL)"
 
@@ -67,7 +72,7 @@ def consumer_config(system: System, dsn: str) -> dict[str, Any]:
     options, ``num_partitions`` for parallel partitions (each in id order), the rest
     at their defaults (``partition_select_limit`` 100, ``partition_poll_interval`` 300ms)."""
     return {
-        "name": "bench",
+        "name": CONSUMER_NAME,
         "enabled": True,
         "type": "postgresql",
         "postgresql": {
@@ -77,6 +82,34 @@ def consumer_config(system: System, dsn: str) -> dict[str, Any]:
             "partition_notification_channel": NOTIFY_CHANNEL,
         },
     }
+
+
+HOLD_OUTBOX_LANES = (
+    "SELECT pg_advisory_lock(%s::int, lane) FROM generate_series(0, %s::int) AS lane"
+)
+HOLD_PARTITIONS = (
+    "SELECT pg_advisory_lock(hashtext(%s::text || partition)) "
+    "FROM generate_series(0, %s::int) AS partition"
+)
+
+
+@contextlib.contextmanager
+def held_lanes(system: System, dsn: str) -> Iterator[None]:
+    """Hold every lane's (partition's) advisory lock, so the system's consumer moves nothing.
+
+    The outbox forwarder takes a lane only when its ``(lock class, lane)`` lock is
+    free; Centrifugo's built-in consumer takes
+    ``hashtext('centrifugo_partition_lock_<consumer>' || partition)`` for each
+    transaction and blocks while it is held. Leaving the block ends the session,
+    which frees them all at once: a backlog written meanwhile is then drained.
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if system.kind == "outbox":
+            conn.execute(HOLD_OUTBOX_LANES, (OutboxTable().lock_class, system.shards - 1))
+        else:
+            prefix = f"centrifugo_partition_lock_{CONSUMER_NAME}"
+            conn.execute(HOLD_PARTITIONS, (prefix, system.partitions - 1))
+        yield
 
 
 class Database:

@@ -148,6 +148,21 @@ class Mover:
             wait_for_lanes(dsn, system.shards, [forwarder])
         wait_for_leases(stack, system.shards, self.relays)
 
+    def stop_forwarding(self) -> None:
+        """Stop the outbox forwarders (or the combined process): they free their lanes."""
+        stop_together(self.relays if self.system.combined else self.forwarders)
+
+    def start_forwarding(self, stack: Stack) -> None:
+        """Start them again; while the harness holds the lanes (``database.held_lanes``)
+        they stand by, and take the lanes within their claim interval once it lets go."""
+        if self.system.combined:
+            for process in self.relays:
+                process.start()
+            wait_for_leases(stack, self.system.shards, self.relays)
+        else:
+            for process in self.forwarders:
+                process.start()
+
     def pids(self) -> list[int]:
         processes = [*self.workers, *self.forwarders, *self.relays]
         return [process.pid for process in processes if process.pid is not None]

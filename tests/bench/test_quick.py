@@ -81,3 +81,4 @@ def test_database_systems_keep_per_key_order(quick_run: dict[str, Any]) -> None:
         assert inversions, system["system"]
         assert not any(inversions.values()), (system["system"], inversions)
         assert system["throughput"]["cpu_seconds"].get("postgres"), system["system"]
+        assert system["drain"]["complete"], system["drain"]
