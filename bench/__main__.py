@@ -1,6 +1,6 @@
 """``python -m bench``: the whole comparison, written as JSON, a markdown table and a chart.
 
-Full run (about 10 minutes on 2 cores): every system with 100,000 messages,
+Full run (about 17 minutes on 2 cores): every system with 100,000 messages,
 latency at 1,000/s, 10,000/s and 80% of each system's maximum, the relay
 draining a backlog of 1,000,000, and the publisher alone. Writes
 ``bench/results/run-<time>.json``, ``bench/results/latest.{json,md,png}`` and
@@ -10,7 +10,7 @@ refreshes the table and chart in ``docs/performance.md``.
 the outbox with the forwarder inside the relay, Centrifugo's built-in
 postgresql consumer) and the direct publisher's relay as the latency
 reference, writes ``bench/results/latest-outbox.{json,md}`` and refreshes only
-the outbox section of ``docs/performance.md`` (about 5 minutes). A full run
+the outbox section of ``docs/performance.md`` (about 3 minutes). A full run
 refreshes both sections.
 
 ``--quick`` is the smoke test the suite runs: a few thousand messages per
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,7 @@ from bench.report import (
     write_chart,
 )
 from bench.workload import Workload
-from devstack import find_centrifugo
+from devstack import find_centrifugo, find_postgres_bindir
 
 QUICK = Settings(
     messages=2_000,
@@ -140,11 +141,17 @@ def versions() -> dict[str, str]:
             return ""
 
     redis_server = shutil.which("redis-server") or "redis-server"
-    return {
+    found = {
         "python": platform.python_version(),
         "centrifugo": output(find_centrifugo(), "version").strip(),
         "redis": output(redis_server, "--version").split(" v=")[-1].split()[0],
     }
+    try:
+        postgres = output(str(find_postgres_bindir() / "postgres"), "--version")
+        found["postgres"] = (re.findall(r"\(PostgreSQL\) (\S+)", postgres) or [""])[0]
+    except FileNotFoundError:
+        pass
+    return found
 
 
 def suite_systems(suite: str) -> list[System]:

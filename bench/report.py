@@ -55,6 +55,12 @@ def _has_mover(system: dict[str, Any]) -> bool:
     return system["kind"] in ("naive", "relay", "outbox")
 
 
+def _used_postgres(results: dict[str, Any]) -> bool:
+    return bool(results["machine"].get("postgres")) and any(
+        s.get("kind") in ("outbox", "postgresql") for s in results["systems"]
+    )
+
+
 def _conditions(results: dict[str, Any]) -> str:
     """Where and how the run was taken: the machine, the versions, the load, the sizes."""
     settings = results["settings"]
@@ -62,7 +68,9 @@ def _conditions(results: dict[str, Any]) -> str:
     return (
         f"Run {results['started']} on {m.get('cpu') or 'unknown CPU'}, {m['cores']} cores, "
         f"{m['memory_gib']} GiB; Python {m['python']}, {m['centrifugo'] or 'Centrifugo'}, "
-        f"Redis {m['redis']}; load average {m['load_average']} at start, "
+        f"Redis {m['redis']}"
+        + (f", PostgreSQL {m['postgres']} (fsync off)" if _used_postgres(results) else "")
+        + f"; load average {m['load_average']} at start, "
         f"{m.get('load_average_end')} at end. {settings['messages']:,} messages per "
         f"throughput phase, {settings['keys']:,} keys, {settings['payload_bytes']}-byte "
         f"payloads; latency phases of {settings['latency_seconds']:g} s"
