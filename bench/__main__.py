@@ -1,10 +1,17 @@
 """``python -m bench``: the whole comparison, written as JSON, a markdown table and a chart.
 
-Full run (about 10 minutes on 2 cores): every system with 100,000 messages,
+Full run (about 17 minutes on 2 cores): every system with 100,000 messages,
 latency at 1,000/s, 10,000/s and 80% of each system's maximum, the relay
 draining a backlog of 1,000,000, and the publisher alone. Writes
 ``bench/results/run-<time>.json``, ``bench/results/latest.{json,md,png}`` and
 refreshes the table and chart in ``docs/performance.md``.
+
+``--suite outbox`` runs only the write path through PostgreSQL (the outbox,
+the outbox with the forwarder inside the relay, Centrifugo's built-in
+postgresql consumer) and the direct publisher's relay as the latency
+reference, writes ``bench/results/latest-outbox.{json,md}`` and refreshes only
+the outbox section of ``docs/performance.md`` (about 3 minutes). A full run
+refreshes both sections.
 
 ``--quick`` is the smoke test the suite runs: a few thousand messages per
 system, no chart, no docs update; it checks that every system delivered every
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -27,11 +35,20 @@ from typing import Any
 import attrs
 
 from bench import ROOT
-from bench.harness import Settings, all_systems, run_all
+from bench.harness import Settings, System, all_systems, run_all
+from bench.harness.systems import database_systems
 from bench.procstats import machine
-from bench.report import render_markdown, update_docs, update_docs_profile, write_chart
+from bench.report import (
+    HEADLINE,
+    render_markdown,
+    render_outbox_markdown,
+    update_docs,
+    update_docs_outbox,
+    update_docs_profile,
+    write_chart,
+)
 from bench.workload import Workload
-from devstack import find_centrifugo
+from devstack import find_centrifugo, find_postgres_bindir
 
 QUICK = Settings(
     messages=2_000,
@@ -52,12 +69,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="smoke test: small counts")
+    parser.add_argument(
+        "--suite",
+        choices=["all", "outbox"],
+        default="all",
+        help="outbox: only the PostgreSQL write paths and the direct relay (no backlog, "
+        "no publisher-alone phase)",
+    )
     parser.add_argument("--messages", type=int, help="messages per throughput phase")
     parser.add_argument("--latency-seconds", type=float, help="length of each latency phase")
     parser.add_argument("--rates", type=int, nargs="*", help="fixed offered rates (msg/s)")
     parser.add_argument("--backlog", type=int, help="relay backlog size for the RSS check")
     parser.add_argument(
         "--repeat", type=int, help="runs of each phase, the median is reported (default 1)"
+    )
+    parser.add_argument(
+        "--writers", type=int, help="writer connections of the database systems (default 4)"
+    )
+    parser.add_argument(
+        "--transaction-messages",
+        type=int,
+        help="most messages per writer transaction, flat out (default 100)",
     )
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--payload-bytes", type=int, default=200)
@@ -92,6 +124,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         changes["repeat"] = args.repeat
     if args.backlog is not None:
         changes["backlog"] = args.backlog
+    if args.writers:
+        changes["writers"] = args.writers
+    if args.transaction_messages:
+        changes["transaction_messages"] = args.transaction_messages
     if args.profile:
         changes["profile_dir"] = args.out / "profiles"
     return attrs.evolve(base, **changes)
@@ -105,17 +141,33 @@ def versions() -> dict[str, str]:
             return ""
 
     redis_server = shutil.which("redis-server") or "redis-server"
-    return {
+    found = {
         "python": platform.python_version(),
         "centrifugo": output(find_centrifugo(), "version").strip(),
         "redis": output(redis_server, "--version").split(" v=")[-1].split()[0],
     }
+    try:
+        postgres = output(str(find_postgres_bindir() / "postgres"), "--version")
+        found["postgres"] = (re.findall(r"\(PostgreSQL\) (\S+)", postgres) or [""])[0]
+    except FileNotFoundError:
+        pass
+    return found
+
+
+def suite_systems(suite: str) -> list[System]:
+    """The systems a suite runs: everything, or the database paths and the direct relay."""
+    systems = all_systems()
+    if suite == "outbox":
+        names = {s.name for s in database_systems()} | {HEADLINE}
+        systems = [s for s in systems if s.name in names]
+    return systems
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    systems = all_systems()
+    systems = suite_systems(args.suite)
+    outbox_suite = args.suite == "outbox"
     if args.systems:
         unknown = set(args.systems) - {s.name for s in systems}
         if unknown:
@@ -141,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             "backlog": settings.backlog,
             "keys": settings.workload.keys,
             "payload_bytes": settings.workload.payload_bytes,
+            "writers": settings.writers,
+            "transaction_messages": settings.transaction_messages,
         },
         "machine": {**machine(), **versions()},
     }
@@ -149,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             systems,
             settings,
             logs,
-            backlog=not args.no_backlog,
-            publisher=not args.no_publisher,
+            backlog=not (args.no_backlog or outbox_suite),
+            publisher=not (args.no_publisher or outbox_suite),
         )
     )
     results["machine"]["load_average_end"] = machine()["load_average"]
@@ -158,15 +212,28 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%d-%H%M%S")
     text = json.dumps(results, indent=2) + "\n"
     (out / f"run-{stamp}.json").write_text(text)
-    (out / "latest.json").write_text(text)
-    markdown = render_markdown(results)
-    (out / "latest.md").write_text(markdown)
-    print(markdown)
+    database_names = {s.name for s in database_systems()}
+    outbox_markdown = None
+    if any(s["system"] in database_names for s in results["systems"]):
+        outbox_markdown = render_outbox_markdown(results)
     full = not args.quick and not args.systems
-    if not args.quick:
-        write_chart(results, out / "latest.png")
-    if args.docs if args.docs is not None else full:
-        update_docs(markdown, out / "latest.png")
+    docs = args.docs if args.docs is not None else full
+    if outbox_suite:
+        (out / "latest-outbox.json").write_text(text)
+    else:
+        (out / "latest.json").write_text(text)
+        markdown = render_markdown(results)
+        (out / "latest.md").write_text(markdown)
+        print(markdown)
+        if not args.quick:
+            write_chart(results, out / "latest.png")
+        if docs:
+            update_docs(markdown, out / "latest.png")
+    if outbox_markdown is not None:
+        (out / "latest-outbox.md").write_text(outbox_markdown)
+        print(outbox_markdown)
+        if docs:
+            update_docs_outbox(outbox_markdown)
     if args.profile and args.docs is not False:
         update_docs_profile(out / "profiles" / "backlog.summary.txt", results["started"])
     failures = [s["system"] for s in results["systems"] if "error" in s or not _complete(s)]
@@ -178,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _complete(system: dict[str, Any]) -> bool:
     phases = [system.get("throughput", {}), *system.get("latency", [])]
+    if "drain" in system:
+        phases.append(system["drain"])
     return all(p.get("complete", "skipped" in p) for p in phases)
 
 

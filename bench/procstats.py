@@ -19,6 +19,24 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and of every child it started, the exited ones included.
+
+    For a server that forks a process per connection (PostgreSQL): the live
+    children are read directly, and the kernel adds a child's time to its
+    parent's ``children_*`` counters when the parent reaps it, so connections
+    that came and went (a phase's writers) are counted too.
+    """
+    try:
+        parent = psutil.Process(pid)
+        times = parent.cpu_times()
+        children = parent.children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    total = times.user + times.system + times.children_user + times.children_system
+    return total + cpu_seconds([child.pid for child in children])
+
+
 def peak_rss_mb(pid: int) -> float | None:
     """The kernel's high-water mark of the resident set (``VmHWM``), in MiB.
 

@@ -10,7 +10,10 @@
   one stream or (``--streams K``) onto K streams chosen by the key's shard;
 - ``ceiling``: no Redis at all: ``/api/batch`` bodies (the same commands the
   relay sends) posted straight at Centrifugo, one request in flight per lane,
-  keys routed to lanes like the relay routes them to shards.
+  keys routed to lanes like the relay routes them to shards;
+- ``outbox`` and ``postgresql``: writers that bump objects' row versions in
+  PostgreSQL (``--dsn``) and insert the messages in the same transactions, into
+  this project's outbox or Centrifugo's documented outbox table (``bench.writers``).
 
 ``--rate 0`` enqueues as fast as possible (throughput); ``--rate R`` offers R
 messages/s in 1 ms ticks, stamping each message right before its enqueue call
@@ -32,6 +35,7 @@ from typing import Any
 import msgspec
 import redis
 
+from bench import writers
 from bench.workload import Workload, now_us, payload
 from centrifugo_async import Message, Publisher
 from centrifugo_async._clock import now_ms
@@ -272,7 +276,9 @@ def _cpu() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=["relay", "list", "stream", "ceiling"])
+    parser.add_argument(
+        "mode", choices=["relay", "list", "stream", "ceiling", "outbox", "postgresql"]
+    )
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--rate", type=float, default=0.0)
     parser.add_argument("--channel", required=True)
@@ -287,10 +293,16 @@ def main() -> None:
     parser.add_argument("--api-key", default="")
     parser.add_argument("--lanes", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=500)
+    parser.add_argument("--dsn", default="")
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--transaction-messages", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.mode == "ceiling":
         result = asyncio.run(Ceiling(args).run())
+    elif args.mode in ("outbox", "postgresql"):
+        result = asyncio.run(writers.produce(args, _mark_start))
     else:
         pad = Workload(args.keys, args.payload_bytes).pad
         factory = {"relay": relay_enqueue, "list": list_enqueue, "stream": stream_enqueue}

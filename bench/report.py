@@ -50,14 +50,27 @@ def _extra_rate(system: dict[str, Any], fixed: list[int]) -> dict[str, Any] | No
     return next((p for p in system.get("latency", []) if p.get("rate") not in fixed), None)
 
 
-def render_markdown(results: dict[str, Any]) -> str:
+def _has_mover(system: dict[str, Any]) -> bool:
+    """A process of its own moves the messages (not Centrifugo, not the producer)."""
+    return system["kind"] in ("naive", "relay", "outbox")
+
+
+def _used_postgres(results: dict[str, Any]) -> bool:
+    return bool(results["machine"].get("postgres")) and any(
+        s.get("kind") in ("outbox", "postgresql") for s in results["systems"]
+    )
+
+
+def _conditions(results: dict[str, Any]) -> str:
+    """Where and how the run was taken: the machine, the versions, the load, the sizes."""
     settings = results["settings"]
-    fixed = settings["rates"]
     m = results["machine"]
-    lines = [
+    return (
         f"Run {results['started']} on {m.get('cpu') or 'unknown CPU'}, {m['cores']} cores, "
         f"{m['memory_gib']} GiB; Python {m['python']}, {m['centrifugo'] or 'Centrifugo'}, "
-        f"Redis {m['redis']}; load average {m['load_average']} at start, "
+        f"Redis {m['redis']}"
+        + (f", PostgreSQL {m['postgres']} (fsync off)" if _used_postgres(results) else "")
+        + f"; load average {m['load_average']} at start, "
         f"{m.get('load_average_end')} at end. {settings['messages']:,} messages per "
         f"throughput phase, {settings['keys']:,} keys, {settings['payload_bytes']}-byte "
         f"payloads; latency phases of {settings['latency_seconds']:g} s"
@@ -65,7 +78,15 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"; every phase run {settings['repeat']} times, the median run reported."
             if settings.get("repeat", 1) > 1
             else "."
-        ),
+        )
+    )
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    settings = results["settings"]
+    fixed = settings["rates"]
+    lines = [
+        _conditions(results),
         "",
         _row(
             ["system", "ordered", "accepted msg/s", "received msg/s", "inversions"]
@@ -85,7 +106,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"@ {extra['rate']:,}/s: {_latency(extra)}" if extra and "skipped" not in extra else "-"
         )
         cpu = t["cpu_seconds"]
-        mover_cpu = _num(cpu.get("mover")) if s["kind"] in ("naive", "relay") else s["mover"]
+        mover_cpu = _num(cpu.get("mover")) if _has_mover(s) else s["mover"]
         complete = "" if t.get("complete") else " (incomplete)"
         lines.append(
             _row(
@@ -98,7 +119,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 ]
                 + [_latency(_by_rate(s, r)) for r in fixed]
                 + [extra_cell, mover_cpu]
-                + [_num(s.get("mover_peak_rss_mb")) if s["kind"] in ("naive", "relay") else "-"]
+                + [_num(s.get("mover_peak_rss_mb")) if _has_mover(s) else "-"]
                 + [_num(cpu.get("centrifugo"))]
             )
         )
@@ -156,7 +177,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-ROLES = ("mover", "producer", "redis", "centrifugo", "subscriber")
+ROLES = ("mover", "producer", "postgres", "redis", "centrifugo", "subscriber")
 
 
 def cpu_table(results: dict[str, Any]) -> list[str]:
@@ -234,6 +255,207 @@ def check_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+OUTBOX_BEGIN, OUTBOX_END = "<!-- bench:outbox:begin -->", "<!-- bench:outbox:end -->"
+OUTBOX, COMBINED, BUILTIN = "outbox", "outbox-combined", "postgresql"
+"""The database systems (``bench.harness.systems.database_systems``)."""
+OUTBOX_ROLES = ("producer", "postgres", "forwarder", "relay", "redis", "centrifugo", "subscriber")
+
+
+def _inversions(system: dict[str, Any]) -> int:
+    """Per-key order inversions over every phase of a system."""
+    phases = [system.get("throughput", {}), *system.get("latency", [])]
+    return sum(int(p.get("inversions", 0)) for p in phases)
+
+
+def _roles_per_message(system: dict[str, Any], phase: dict[str, Any]) -> dict[str, float]:
+    """CPU µs per message of ``phase`` by process, the mover split into forwarder and relay."""
+    cpu = phase.get("cpu_seconds", {})
+    count = max(1, phase.get("messages", 1))
+    seconds: dict[str, float] = {
+        role: float(cpu.get(role) or 0)
+        for role in ("producer", "postgres", "redis", "centrifugo", "subscriber")
+    }
+    mover = float(cpu.get("mover") or 0)
+    forwarder = float(cpu.get("forwarder") or 0)
+    seconds["forwarder"] = forwarder
+    seconds["relay"] = mover - forwarder
+    return {role: value * 1e6 / count for role, value in seconds.items()}
+
+
+def _cpu_total(system: dict[str, Any], phase: dict[str, Any] | None) -> str:
+    """All processes' CPU µs per message in ``phase``."""
+    if phase is None:
+        return "-"
+    return f"{sum(_roles_per_message(system, phase).values()):.1f}"
+
+
+def _p99(system: dict[str, Any] | None, rate: int = 1000) -> float | None:
+    phase = _by_rate(system, rate) if system else None
+    lat = phase.get("latency_ms") if phase else None
+    return float(lat["p99"]) if lat else None
+
+
+def render_outbox_markdown(results: dict[str, Any]) -> str:
+    """The write path through PostgreSQL: the outbox against the built-in consumer, with the
+    direct publisher (relay, 16 shards) as the latency reference; their targets."""
+    systems = {s["system"]: s for s in results["systems"] if "error" not in s}
+    failed = [s for s in results["systems"] if "error" in s]
+    names = [n for n in (OUTBOX, COMBINED, BUILTIN, HEADLINE) if n in systems]
+    settings = results["settings"]
+    lines = [
+        _conditions(results)
+        + f" Writers: {settings.get('writers', '-')} connections, flat out up to "
+        f"{settings.get('transaction_messages', '-')} messages per transaction, paced one "
+        "transaction per 1 ms tick (one message each at 1,000/s).",
+        "",
+        "| system | accepted msg/s | received msg/s | drain msg/s | inversions (all phases) "
+        "| p50 / p99 / max ms @ 1,000/s | CPU µs/msg: flat out | @ 1,000/s | drain |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name in names:
+        s = systems[name]
+        t = s["throughput"]
+        slow = _by_rate(s, 1000)
+        drain = s.get("drain")
+        lines.append(
+            _row(
+                [
+                    s["label"],
+                    _num(t.get("accepted_per_s")) + ("" if t.get("complete") else " (incomplete)"),
+                    _num(t.get("received_per_s")),
+                    _num(drain.get("drain_per_s")) if drain else "-",
+                    f"{_inversions(s):,}",
+                    _latency(slow),
+                    *(_cpu_total(s, phase) for phase in (t, slow, drain)),
+                ]
+            )
+        )
+    lines += [f"| {s['label']} | error: {s['error'][:80]} | | | | | | | |" for s in failed]
+    lines += [
+        "",
+        "CPU µs per message by process, flat out (throughput phase) / at 1,000 msg/s; "
+        "*producer* is the writers (the publisher for the direct relay), *postgres* the "
+        "server and all its backends:",
+        "",
+        "| system | " + " | ".join(OUTBOX_ROLES) + " |",
+        "|---|" + "--:|" * len(OUTBOX_ROLES),
+    ]
+    for name in names:
+        s = systems[name]
+        flat = _roles_per_message(s, s["throughput"])
+        slow_phase = _by_rate(s, 1000)
+        slow = _roles_per_message(s, slow_phase) if slow_phase else {}
+        cells = []
+        for role in OUTBOX_ROLES:
+            if role == "forwarder" and s.get("kind") == "outbox" and not flat.get(role):
+                cells.append("(in relay)")
+                continue
+            a, b = flat.get(role, 0.0), slow.get(role, 0.0)
+            cells.append(f"{a:.1f} / {b:.1f}" if a or b else "-")
+        lines.append(f"| {s['label']} | " + " | ".join(cells) + " |")
+    targets = check_outbox_targets(results)
+    if targets:
+        lines += ["", "| target | measured | met |", "|---|---|---|"]
+        lines += [f"| {name} | {measured} | {met} |" for name, measured, met in targets]
+    return "\n".join(lines) + "\n"
+
+
+def check_outbox_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Issue 12's benchmark targets, as ratios within this run."""
+    systems = {s["system"]: s for s in results["systems"] if "error" not in s}
+
+    def verdict(ok: bool) -> str:
+        return "yes" if ok else "**no**"
+
+    rows: list[tuple[str, str, str]] = []
+    ours, builtin = systems.get(OUTBOX), systems.get(BUILTIN)
+    if ours and builtin:
+        a = ours["throughput"].get("accepted_per_s")
+        b = builtin["throughput"].get("accepted_per_s")
+        if a and b:
+            ordered = _inversions(ours) == 0
+            rows.append(
+                (
+                    "outbox ≥ 3x the built-in postgresql consumer's throughput, per-key order kept",
+                    f"{a / b:.2f}x, {_inversions(ours)} inversions",
+                    verdict(a / b >= 3 and ordered),
+                )
+            )
+        rows.append(
+            (
+                "per-key order: inversions, outbox / built-in consumer",
+                f"{_inversions(ours)} / {_inversions(builtin)}",
+                verdict(_inversions(ours) == 0 and _inversions(builtin) == 0),
+            )
+        )
+    drains = [(s or {}).get("drain", {}).get("drain_per_s") for s in (ours, builtin)]
+    if drains[0] and drains[1]:
+        rows.append(
+            (
+                "(context) movers alone, draining a committed backlog: outbox vs built-in",
+                f"{drains[0]:,} vs {drains[1]:,} msg/s: {drains[0] / drains[1]:.2f}x",
+                "-",
+            )
+        )
+    direct = systems.get(HEADLINE)
+    mine, theirs = _p99(ours), _p99(direct)
+    if mine is not None and theirs:
+        rows.append(
+            (
+                "outbox p99 at 1,000 msg/s ≤ 2x the direct Redis publisher's (relay, 16 shards)",
+                f"{mine:.1f} ms vs {theirs:.1f} ms: {mine / theirs:.1f}x",
+                verdict(mine <= 2 * theirs),
+            )
+        )
+    builtin_p99 = _p99(builtin)
+    if mine is not None and builtin_p99:
+        rows.append(
+            (
+                "(context) outbox p99 at 1,000 msg/s vs the built-in consumer's",
+                f"{mine:.1f} ms vs {builtin_p99:.1f} ms: {mine / builtin_p99:.1f}x",
+                "-",
+            )
+        )
+    combined = systems.get(COMBINED)
+    if ours and combined:
+        a = combined["throughput"].get("accepted_per_s")
+        b = ours["throughput"].get("accepted_per_s")
+        if a and b:
+            rows.append(
+                (
+                    "(context) forwarder inside the relay process vs its own process: throughput",
+                    f"{a / b:.2f}x",
+                    "-",
+                )
+            )
+        slow_a, slow_b = _by_rate(combined, 1000), _by_rate(ours, 1000)
+        if slow_a and slow_b:
+            cpu_a = sum(_roles_per_message(combined, slow_a).values())
+            cpu_b = sum(_roles_per_message(ours, slow_b).values())
+            rows.append(
+                (
+                    "(context) the same at 1,000 msg/s: p99, CPU per message",
+                    f"{_p99(combined) or 0:.1f} vs {mine or 0:.1f} ms; "
+                    f"{cpu_a:.0f} vs {cpu_b:.0f} µs",
+                    "-",
+                )
+            )
+    return rows
+
+
+def update_docs_outbox(markdown: str) -> None:
+    """Put the outbox comparison into docs/performance.md (between its markers)."""
+    _replace_block(OUTBOX_BEGIN, OUTBOX_END, f"{OUTBOX_BEGIN}\n\n{markdown}\n{OUTBOX_END}")
+
+
+def _replace_block(begin: str, end: str, block: str) -> None:
+    text = DOCS.read_text()
+    if begin not in text or end not in text:
+        raise RuntimeError(f"{DOCS} lacks the {begin} / {end} markers")
+    pattern = re.escape(begin) + ".*?" + re.escape(end)
+    DOCS.write_text(re.sub(pattern, lambda _: block, text, flags=re.S))
+
+
 def write_chart(results: dict[str, Any], path: Path) -> None:
     """Throughput by system, and latency percentiles at each fixed rate."""
     import matplotlib
@@ -307,13 +529,8 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
 
 def update_docs(markdown: str, chart: Path) -> None:
     """Put the latest table and chart into docs/performance.md (between the markers)."""
-    text = DOCS.read_text()
-    if BEGIN not in text or END not in text:
-        raise RuntimeError(f"{DOCS} lacks the {BEGIN} / {END} markers")
     block = f"{BEGIN}\n\n{markdown}\n![benchmark chart](performance.png)\n\n{END}"
-    DOCS.write_text(
-        re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    )
+    _replace_block(BEGIN, END, block)
     DOCS_CHART.write_bytes(chart.read_bytes())
 
 

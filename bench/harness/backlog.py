@@ -49,7 +49,7 @@ def run_backlog(settings: Settings, logs: Path, shards: int = 16) -> dict[str, A
             relay_pid = relay.pid
             assert relay_pid is not None
             wait_for_leases(stack, shards, [relay])
-            servers_before = {name: cpu_seconds([pid]) for name, pid in stack.pids().items()}
+            servers_before = stack.cpu_seconds()
             relay_before = cpu_seconds([relay_pid])
             started_us = now_us()
             profiler = None
@@ -71,8 +71,8 @@ def run_backlog(settings: Settings, logs: Path, shards: int = 16) -> dict[str, A
                 drain_per_s=round(accepted / elapsed),
                 relay_cpu_seconds=round(cpu_seconds([relay_pid]) - relay_before, 2),
                 server_cpu_seconds={
-                    name: round(cpu_seconds([pid]) - servers_before[name], 2)
-                    for name, pid in stack.pids().items()
+                    name: round(seconds - servers_before[name], 2)
+                    for name, seconds in stack.cpu_seconds().items()
                 },
                 relay_peak_rss_mb=peak_rss_mb(relay_pid),
             )

@@ -49,13 +49,12 @@ def run_phase(
 ) -> dict[str, Any]:
     """Produce ``count`` messages at ``rate`` (0: flat out) and measure their way through."""
     sub_out, prod_out = workdir / f"{channel}-sub.json", workdir / f"{channel}-prod.json"
-    server_pids = stack.pids()
 
     def cpu_now() -> dict[str, float]:
-        return {
-            "mover": cpu_seconds(mover.pids()),
-            **{name: cpu_seconds([pid]) for name, pid in server_pids.items()},
-        }
+        parts = {"mover": cpu_seconds(mover.pids())}
+        if mover.forwarders:
+            parts["forwarder"] = cpu_seconds(mover.forwarder_pids())
+        return {**parts, **stack.cpu_seconds()}
 
     cpu_before = cpu_now()
     accepted, accepted_us = 0, 0

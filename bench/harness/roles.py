@@ -2,8 +2,9 @@
 
 Every role is its own process so that its CPU seconds and peak RSS can be read
 from /proc without the others' mixed in: the producer (``bench.produce``), the
-WebSocket subscriber (``bench.subscriber``) and the naive worker
-(``bench.naive_worker``). The subscriber and the worker print ``ready`` once
+WebSocket subscriber (``bench.subscriber``), the naive worker
+(``bench.naive_worker``) and the forwarder-inside-the-relay process
+(``bench.combined``). The subscriber and the worker print ``ready`` once
 connected; the harness waits for that line before going on.
 """
 
@@ -21,7 +22,7 @@ from .settings import Settings
 from .stack import LIST_KEY, STREAM, Stack
 from .systems import System
 
-__all__ = ["bench_process", "naive_worker", "producer", "subscriber"]
+__all__ = ["bench_process", "combined_process", "naive_worker", "producer", "subscriber"]
 
 READY_TIMEOUT = 30.0
 
@@ -58,6 +59,23 @@ def naive_worker(system: System, stack: Stack, log_path: Path) -> ChildProcess:
     )
 
 
+def combined_process(stack: Stack, dsn: str, shards: int) -> ChildProcess:
+    """The outbox forwarder and the relay in one process (not started yet)."""
+    process = bench_process(
+        "bench.combined",
+        "--dsn",
+        dsn,
+        "--redis-url",
+        stack.redis.url,
+        "--api-url",
+        stack.centrifugo.api_url,
+        "--shards",
+        str(shards),
+    )
+    process.env["CENTRIFUGO_API_KEY"] = DEV_API_KEY
+    return process
+
+
 def producer(
     system: System,
     stack: Stack,
@@ -70,10 +88,29 @@ def producer(
 ) -> ChildProcess:
     """The producer of one phase (not started yet): ``count`` messages at ``rate``
     (0: flat out) the way ``system`` takes them; it writes its timings to ``out``."""
-    mode = {"naive": "list", "stream": "stream", "ceiling": "ceiling", "relay": "relay"}[
-        system.kind
-    ]
+    mode = {
+        "naive": "list",
+        "stream": "stream",
+        "ceiling": "ceiling",
+        "relay": "relay",
+        "outbox": "outbox",
+        "postgresql": "postgresql",
+    }[system.kind]
     w = settings.workload
+    database = (
+        [
+            "--dsn",
+            stack.database.dsn,
+            "--writers",
+            str(settings.writers),
+            "--transaction-messages",
+            str(settings.transaction_messages),
+            "--partitions",
+            str(system.partitions),
+        ]
+        if stack.database is not None
+        else []
+    )
     return bench_process(
         "bench.produce",
         mode,
@@ -103,6 +140,7 @@ def producer(
         DEV_API_KEY,
         "--lanes",
         str(system.lanes),
+        *database,
         "--out",
         str(out),
         log_path=log_path,

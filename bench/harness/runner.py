@@ -14,6 +14,7 @@ from typing import Any
 from bench.procstats import peak_rss_mb
 
 from .backlog import run_backlog
+from .drain import drain_phase
 from .movers import Mover
 from .phases import latency_phase, latency_rates, throughput_phase
 from .publisher import run_publisher
@@ -57,10 +58,17 @@ def run_system(system: System, settings: Settings, logs: Path) -> dict[str, Any]
                     result["latency"].append(
                         latency_phase(system, stack, mover, settings, rate, workdir)
                     )
+                if system.database:
+                    result["drain"] = drain_phase(system, stack, mover, settings, workdir)
                 result["mover_peak_rss_mb"] = max(
                     (rss for pid in mover.pids() if (rss := peak_rss_mb(pid)) is not None),
                     default=None,
                 )
+                if mover.forwarders:
+                    result["forwarder_peak_rss_mb"] = max(
+                        (rss for pid in mover.forwarder_pids() if (rss := peak_rss_mb(pid))),
+                        default=None,
+                    )
                 result["centrifugo_peak_rss_mb"] = peak_rss_mb(stack.pids()["centrifugo"])
             except Exception as exc:
                 result["error"] = f"{type(exc).__name__}: {exc}"
@@ -111,4 +119,6 @@ def _brief(outcome: dict[str, Any]) -> str:
     for lat in outcome["latency"]:
         if lat.get("latency_ms"):
             parts.append(f"@{lat['rate']}: p99 {lat['latency_ms']['p99']} ms")
+    if "drain" in outcome:
+        parts.append(f"drain {outcome['drain'].get('drain_per_s', '-')}/s")
     return ", ".join(parts)

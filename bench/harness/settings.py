@@ -28,3 +28,7 @@ class Settings:
     """Wait for two relays to settle their shares of the shards before measuring."""
     repeat: int = 1
     """Runs of each phase; the median one is reported."""
+    writers: int = 4
+    """Concurrent writer connections of the database systems' producer."""
+    transaction_messages: int = 100
+    """Most messages one writer transaction carries (flat out; paced, what a tick brings)."""

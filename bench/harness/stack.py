@@ -1,8 +1,11 @@
-"""The services of one run: a fresh Redis and a fresh Centrifugo, started through devstack.
+"""The services of one run: a fresh Redis and a fresh Centrifugo, started through devstack,
+and for a database system a fresh PostgreSQL.
 
 Centrifugo is configured for the system under test: a larger per-connection
-send queue for every system, and for the ``stream`` systems its built-in
-``redis_stream`` consumer reading the streams the producer writes.
+send queue for every system, for the ``stream`` systems its built-in
+``redis_stream`` consumer reading the streams the producer writes, and for the
+``postgresql`` system its built-in ``postgresql`` consumer reading the outbox
+table the writers fill.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from typing import Any, Self
 
 import redis
 
+from bench.procstats import cpu_seconds, tree_cpu_seconds
 from devstack import DEV_API_KEY, CentrifugoServer, RedisServer
 
+from .database import Database, consumer_config
 from .systems import System
 
 __all__ = [
@@ -41,7 +46,9 @@ def stream_names(streams: int) -> list[str]:
     return [STREAM] if streams == 1 else [f"{STREAM}:{i}" for i in range(streams)]
 
 
-def centrifugo_extra_config(system: System | None, redis_server: RedisServer) -> dict[str, Any]:
+def centrifugo_extra_config(
+    system: System | None, redis_server: RedisServer, database: Database | None = None
+) -> dict[str, Any]:
     """What the run changes in devstack's Centrifugo config.
 
     For a ``stream`` system it also creates the consumer group at id 0 on every
@@ -72,17 +79,23 @@ def centrifugo_extra_config(system: System | None, redis_server: RedisServer) ->
                 },
             }
         ]
+    if system is not None and system.kind == "postgresql":
+        assert database is not None
+        extra["consumers"] = [consumer_config(system, database.dsn)]
     return extra
 
 
 class Stack:
-    """A fresh Redis and a fresh Centrifugo (configured for ``system``), running
-    until ``close()``."""
+    """A fresh Redis and a fresh Centrifugo (configured for ``system``), and a fresh
+    PostgreSQL for a database system, running until ``close()``."""
 
     def __init__(self, system: System | None) -> None:
         with contextlib.ExitStack() as starting:
+            self.database: Database | None = None
+            if system is not None and system.database:
+                self.database = starting.enter_context(Database(system))
             self.redis = starting.enter_context(RedisServer())
-            extra = centrifugo_extra_config(system, self.redis)
+            extra = centrifugo_extra_config(system, self.redis, self.database)
             self.centrifugo = starting.enter_context(CentrifugoServer(extra_config=extra))
             self._services = starting.pop_all()
         # http.client, not httpx: the harness polls every few ms while the systems run,
@@ -92,7 +105,17 @@ class Stack:
     def pids(self) -> dict[str, int]:
         """The servers' pids by role, for CPU and RSS accounting."""
         assert self.redis.pid is not None and self.centrifugo.pid is not None
-        return {"redis": self.redis.pid, "centrifugo": self.centrifugo.pid}
+        pids = {"redis": self.redis.pid, "centrifugo": self.centrifugo.pid}
+        if self.database is not None:
+            pids["postgres"] = self.database.pid
+        return pids
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each server; PostgreSQL's include its backends."""
+        return {
+            name: tree_cpu_seconds(pid) if name == "postgres" else cpu_seconds([pid])
+            for name, pid in self.pids().items()
+        }
 
     def accepted(self, channel: str) -> int:
         """How many publications Centrifugo accepted into ``channel`` (its top offset)."""

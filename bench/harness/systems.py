@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["System", "all_systems"]
+__all__ = ["System", "all_systems", "database_systems"]
 
 
 @attrs.frozen
 class System:
     """One way of getting messages into Centrifugo.
 
-    ``kind`` says which mover runs between Redis and Centrifugo: ``naive`` (a
-    worker popping a list), ``stream`` (Centrifugo's built-in redis_stream
-    consumer), ``ceiling`` (the producer posts to /api/batch itself) or
-    ``relay`` (``centrifugo-async relay``). The other fields size it.
+    ``kind`` says which mover runs between the producer and Centrifugo: ``naive``
+    (a worker popping a list), ``stream`` (Centrifugo's built-in redis_stream
+    consumer), ``ceiling`` (the producer posts to /api/batch itself), ``relay``
+    (``centrifugo-async relay``), ``outbox`` (writers commit rows to PostgreSQL,
+    ``centrifugo-async outbox forward`` moves them to Redis, the relay to
+    Centrifugo) or ``postgresql`` (writers commit rows to the outbox table of
+    Centrifugo's built-in postgresql consumer). The other fields size it;
+    ``combined`` runs the forwarder inside the relay's process instead of its own.
     """
 
     name: str
     label: str
-    kind: str  # "naive" | "stream" | "ceiling" | "relay"
+    kind: str  # "naive" | "stream" | "ceiling" | "relay" | "outbox" | "postgresql"
     ordered: bool
     in_flight: int = 1
     workers: int = 1
@@ -27,6 +31,13 @@ class System:
     shards: int = 16
     processes: int = 1
     lanes: int = 16
+    partitions: int = 16
+    combined: bool = False
+
+    @property
+    def database(self) -> bool:
+        """Its producer writes to PostgreSQL (a stack with a database)."""
+        return self.kind in ("outbox", "postgresql")
 
     @property
     def mover(self) -> str:
@@ -34,9 +45,16 @@ class System:
         return {
             "naive": "worker",
             "relay": "relay",
+            "outbox": "forwarder + relay",
             "stream": "(inside Centrifugo)",
+            "postgresql": "(inside Centrifugo)",
             "ceiling": "(poster)",
         }[self.kind]
+
+    @property
+    def has_mover(self) -> bool:
+        """Whether a process of its own moves the messages (its CPU and RSS are measured)."""
+        return self.kind in ("naive", "relay", "outbox")
 
 
 def all_systems(stream_workers: int = 16, ceiling_lanes: int = 16) -> list[System]:
@@ -79,4 +97,30 @@ def all_systems(stream_workers: int = 16, ceiling_lanes: int = 16) -> list[Syste
                     processes=processes,
                 )
             )
-    return systems
+    return systems + database_systems()
+
+
+def database_systems(partitions: int = 16) -> list[System]:
+    """The write path through PostgreSQL: the outbox against Centrifugo's built-in consumer.
+
+    The same writers (transactions that bump objects' row versions and insert
+    the message rows) feed both; the outbox lanes and the built-in consumer's
+    partitions are the key's shard, so both keep per-key order.
+    """
+    return [
+        System("outbox", "outbox: forwarder + relay, 16 shards", "outbox", True),
+        System(
+            "outbox-combined",
+            "outbox: forwarder inside the relay process",
+            "outbox",
+            True,
+            combined=True,
+        ),
+        System(
+            "postgresql",
+            f"built-in postgresql consumer, num_partitions {partitions}",
+            "postgresql",
+            True,
+            partitions=partitions,
+        ),
+    ]

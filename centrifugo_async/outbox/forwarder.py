@@ -8,16 +8,17 @@ of one that dies (PostgreSQL frees its locks when its session ends).
 
 One *sweep* is one transaction over every owned lane::
 
-    SELECT up to `batch` oldest rows of each owned lane, in id order
-    ENQUEUE them into Redis (the protocol's script: seq assigned as for any publish)
-    DELETE exactly those rows
+    DELETE up to `batch` oldest rows of each owned lane, RETURNING them
+    ENQUEUE them into Redis in id order (the protocol's script: seq assigned as
+        for any publish)
     COMMIT
 
-Nothing is ever skipped: rows are never read past a high-water mark, only
-deleted once enqueued, so a row whose transaction commits late (ids are taken
-at insert, not at commit) is simply found by a later sweep. A crash or a lost
-connection between the enqueue and the commit leaves the rows in place and
-they are enqueued again: at least once, the duplicates in order, and dropped by
+Nothing is ever skipped: rows are never read past a high-water mark, and their
+deletion commits only after they were enqueued, so a row whose transaction
+commits late (ids are taken at insert, not at commit) is simply found by a
+later sweep. A failed enqueue rolls the deletion back; a crash or a lost
+connection between the enqueue and the commit does the same, and the rows are
+enqueued again: at least once, the duplicates in order, and dropped by
 Centrifugo's idempotency key and the subscribers' version gates.
 
 Per key, the forwarder keeps id order within a lane. That is the commit order of
@@ -235,21 +236,24 @@ class Forwarder:
             self.wake.set()
 
     async def _sweep(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        """One transaction: read, enqueue, delete. True if some lane filled its batch."""
+        """One transaction: take (delete and read), enqueue, commit. True if some lane
+        filled its batch. An enqueue that fails rolls the deletion back."""
         keyspace = await self._ensure_keyspace()
         limit = self.settings.batch
         async with conn.transaction():
-            cursor = await conn.execute(self.table.select_batch, (sorted(self.owned), limit))
+            cursor = await conn.execute(self.table.take_batch, (sorted(self.owned), limit))
             records = await cursor.fetchall()
             if not records:
                 return False
-            rows = [
-                PendingRow(int(i), int(lane), int(shards), envelope.encode(), int(created))
-                for i, lane, shards, envelope, created in records
-            ]
+            rows = sorted(
+                (
+                    PendingRow(int(i), int(lane), int(shards), envelope.encode(), int(created))
+                    for i, lane, shards, envelope, created in records
+                ),
+                key=lambda row: (row.lane, row.id),
+            )
             batch = plan_batch(rows, keyspace, self.settings.forwarder_id)
             await self._enqueue(batch)
-            await conn.execute(self.table.delete_ids, (batch.row_ids,))
         self._account(batch, rows)
         per_lane: dict[int, int] = {}
         for row in rows:

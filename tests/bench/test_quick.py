@@ -39,9 +39,14 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return results
 
 
+DATABASE_SYSTEMS = {"outbox", "outbox-combined", "postgresql"}
+"""Writers -> PostgreSQL -> (forwarder -> Redis -> relay | Centrifugo's built-in consumer)."""
+
+
 def test_every_system_ran(quick_run: dict[str, Any]) -> None:
     names = {s["system"] for s in quick_run["systems"]}
     assert {"naive-ordered", "naive-parallel", "ceiling", "relay-16x1", "relay-1x2"} <= names
+    assert names >= DATABASE_SYSTEMS
     assert any(name.startswith("stream-") for name in names)
     errors = {s["system"]: s["error"] for s in quick_run["systems"] if "error" in s}
     assert not errors, quick_run["_stderr"][-4000:]
@@ -71,3 +76,22 @@ def test_every_ordered_system_kept_per_key_order(quick_run: dict[str, Any]) -> N
             if "skipped" not in phase and phase.get("inversions") != 0:
                 inverted.append((system["system"], phase.get("channel"), phase.get("inversions")))
     assert inverted == []
+
+
+def test_database_systems_keep_per_key_order(quick_run: dict[str, Any]) -> None:
+    """Both write paths through PostgreSQL deliver each key's versions in commit order.
+
+    The writers race for objects (several connections, uniform random keys), so
+    a key's rows are committed by different transactions; the row lock orders
+    them, and the outbox lanes and the built-in consumer's partitions (both the
+    key's shard) must keep that order all the way to the subscriber.
+    """
+    for system in quick_run["systems"]:
+        if system["system"] not in DATABASE_SYSTEMS:
+            continue
+        phases = [system["throughput"], *system["latency"]]
+        inversions = {p["channel"]: p["inversions"] for p in phases if "skipped" not in p}
+        assert inversions, system["system"]
+        assert not any(inversions.values()), (system["system"], inversions)
+        assert system["throughput"]["cpu_seconds"].get("postgres"), system["system"]
+        assert system["drain"]["complete"], system["drain"]
