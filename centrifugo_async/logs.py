@@ -131,7 +131,7 @@ class _JsonLineFormatter(JsonFormatter):
 
     def __init__(self) -> None:
         super().__init__(
-            list(_JSON_FIELDS),
+            " ".join(f"%({name})s" for name in _JSON_FIELDS),
             rename_fields={"levelname": "level", "asctime": "time"},
             reserved_attrs=list(_STANDARD_ATTRIBUTES),
         )
