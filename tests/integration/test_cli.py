@@ -184,8 +184,22 @@ def test_every_command_that_prints_a_result_prints_json(redis_url: str) -> None:
     assert "cannot replay" in dry["skipped"][0]  # type: ignore[index]
     replayed = as_json("dlq", "replay", "--channel", "orders:*")
     assert replayed == {"dry_run": False, "matched": 1, "replayed": 1, "skipped": []}
-    # The question goes to stderr, so stdout stays one JSON document.
-    assert as_json("dlq", "purge", "--channel", "chat:*", input="y\n") == {"purged": 1}
+    # The question goes to stderr, so stdout stays one JSON document. A real process:
+    # CliRunner echoes the typed answer to stdout in some click versions (8.2), a
+    # terminal does not.
+    asked = subprocess.run(
+        [
+            *(sys.executable, "-m", "centrifugo_async", "dlq", "purge", "--channel", "chat:*"),
+            *("--json", "--redis-url", redis_url),
+        ],
+        input="y\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout) == {"purged": 1}
+    assert "Delete the matching dead letters for good?" in asked.stderr
     assert as_json("dlq", "purge", "--yes") == {"purged": 1}
 
     published = as_json("publish", "obj:1", '{"n": 1}', "--key", "k", "--object-version", "7")
