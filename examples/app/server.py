@@ -11,6 +11,10 @@ applies the live updates and deletes through js-client's version gate, so late,
 repeated or reordered deliveries never show an older price, or a deleted
 object, than the database holds.
 
+With ``AppSettings.postgres_dsn`` (the launcher's ``--outbox``) the same routes
+run on ``OutboxBoard`` (outbox_board.py): the rows live in PostgreSQL and each
+message is written to the outbox table in the transaction of its change.
+
 Routes:
 
 - ``GET /api/state``: ``{"items": [{"key", "version", "data"}, ...],
@@ -21,16 +25,20 @@ Routes:
   object's data (create it if missing or deleted), bump its version, publish.
   ``200`` with ``{"key", "version", "data", "published": true}``; ``503`` with
   ``"published": false`` when the row was committed but could not be enqueued.
+  ``?crash=after-commit`` (only with ``crash_hooks``, the outbox mode's
+  supervised backend): the process SIGKILLs itself right after the commit.
 - ``DELETE /api/objects/{key}``: delete the object (bump its version, keep a
   tombstone), publish the delete. ``200`` with ``{"key", "version", "deleted":
   true, "published": true}``, ``404`` when there is no such object, ``503`` as above.
 - ``POST /api/burst?n=200``: ``n`` random price changes, a few at a time.
-- ``GET /api/delivery``: ``{"queued", "in_flight", "oldest_age_ms"}``: what waits
+- ``GET /api/delivery``: ``{"queued", "in_flight", "oldest_age_ms"}`` (plus
+  ``"outbox"``, the rows not forwarded yet, in the outbox mode): what waits
   between this backend and the pages, and for how long (the page shows "delayed"
   rather than "live" when the oldest message waits more than a second).
-- ``GET /api/config``: what the page needs (WebSocket URL, channel).
-- ``/api/stack...``: kill and restart the local relay or Centrifugo, only when
-  the launcher (``python -m examples.app``) passes its stack controls.
+- ``GET /api/config``: what the page needs (WebSocket URL, channel, mode).
+- ``/api/stack...``: kill and restart the local relay, Centrifugo (and the
+  outbox forwarder), only when the launcher (``python -m examples.app``) passes
+  its stack controls.
 
 Every POST must be sent as ``Content-Type: application/json``, and deletes use
 the ``DELETE`` method: a plain HTML form on another site can do neither without
@@ -44,10 +52,12 @@ import asyncio
 import contextlib
 import json
 import mimetypes
+import os
 import random
 import re
+import signal
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -239,19 +249,33 @@ class StackControls(Protocol):
     """What the launcher lets the page do to the local services (demos and tests)."""
 
     def status(self) -> dict[str, Any]: ...
-    def kill_relay(self) -> None: ...
-    def start_relay(self) -> None: ...
-    def restart_centrifugo(self) -> None: ...
+    def actions(self) -> Mapping[str, Callable[[], None]]:
+        """``{"relay/kill": ..., "relay/start": ..., "centrifugo/restart": ..., ...}``."""
+        ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AppSettings:
-    db_path: Path
+    """Where the rows live: ``db_path`` (SQLite, the default mode) or ``postgres_dsn``
+    (the outbox mode, outbox_board.py); exactly one of the two."""
+
+    db_path: Path | None = None
+    postgres_dsn: str | None = None
     redis_url: str
     ws_url: str
     shards: int = 4
     channel: str = "obj:prices"
     js_client_dir: Path = REPO_ROOT / "js-client"
+    crash_hooks: bool = False
+    """Accept ``?crash=after-commit``: only when a supervisor restarts the backend."""
+
+    def __post_init__(self) -> None:
+        if (self.db_path is None) == (self.postgres_dsn is None):
+            raise ValueError("AppSettings needs exactly one of db_path and postgres_dsn")
+
+    @property
+    def mode(self) -> str:
+        return "sqlite" if self.postgres_dsn is None else "outbox"
 
 
 def seed_products() -> list[tuple[str, dict[str, Any]]]:
@@ -269,12 +293,56 @@ def jitter_price(current: dict[str, Any] | None) -> dict[str, Any]:
     return data
 
 
+class Store(Protocol):
+    """What the routes read, whichever database holds the rows. Blocking: call it
+    from a thread."""
+
+    def initialize(self, seed: Iterable[tuple[str, dict[str, Any]]]) -> None: ...
+    def all(self) -> list[StoredObject]: ...
+    def get(self, key: str) -> StoredObject | None: ...
+    def keys(self) -> list[str]: ...
+
+
+AfterCommit = Callable[[], None]
+"""Called right after a change committed, before anything else (the crash hook)."""
+
+
+def queue_delivery(queues: redis.Redis, shards: int) -> dict[str, int | None]:
+    """``{"queued", "in_flight", "oldest_age_ms"}``: the figures of ``centrifugo-async
+    stats``, summed over the shards. Blocking."""
+    stats = collect_stats(queues, Keyspace(shards=shards))
+    ages = [s.oldest_age_ms for s in stats if s.oldest_age_ms is not None]
+    return {
+        "queued": sum(s.queued for s in stats),
+        "in_flight": sum(s.in_flight for s in stats),
+        "oldest_age_ms": max(ages, default=None),
+    }
+
+
+class Board(Protocol):
+    """The app's logic as the routes see it: ``PriceBoard`` (SQLite, publish after
+    the commit) or ``OutboxBoard`` (PostgreSQL, the outbox in the transaction)."""
+
+    @property
+    def settings(self) -> AppSettings: ...
+    @property
+    def store(self) -> Store: ...
+    def delivery(self) -> dict[str, int | None]: ...
+    async def update(
+        self, key: str, change: Change, after_commit: AfterCommit | None = None
+    ) -> tuple[StoredObject, str | None]: ...
+    async def delete(self, key: str) -> tuple[StoredObject | None, str | None]: ...
+    async def close(self) -> None: ...
+
+
 class PriceBoard:
     """The app's logic: store first, publish after the commit."""
 
     def __init__(
         self, settings: AppSettings, publisher: AsyncPublisher, queues: redis.Redis
     ) -> None:
+        if settings.db_path is None:
+            raise ValueError("PriceBoard needs AppSettings.db_path")
         self.settings = settings
         self.store = ObjectStore(settings.db_path)
         self.publisher = publisher
@@ -283,20 +351,15 @@ class PriceBoard:
     def delivery(self) -> dict[str, int | None]:
         """What waits in the queues for the relay, and the oldest message's age (ms).
 
-        The figures of ``centrifugo-async stats``, summed over the shards. A page
-        that shows "live" while updates wait in Redis (the relay is down, or
-        far behind) would be lying: the page asks this to say "delayed" instead.
-        Blocking: call it from a thread.
+        A page that shows "live" while updates wait in Redis (the relay is down,
+        or far behind) would be lying: the page asks this to say "delayed"
+        instead. Blocking: call it from a thread.
         """
-        stats = collect_stats(self.queues, Keyspace(shards=self.settings.shards))
-        ages = [s.oldest_age_ms for s in stats if s.oldest_age_ms is not None]
-        return {
-            "queued": sum(s.queued for s in stats),
-            "in_flight": sum(s.in_flight for s in stats),
-            "oldest_age_ms": max(ages, default=None),
-        }
+        return queue_delivery(self.queues, self.settings.shards)
 
-    async def update(self, key: str, change: Change) -> tuple[StoredObject, str | None]:
+    async def update(
+        self, key: str, change: Change, after_commit: AfterCommit | None = None
+    ) -> tuple[StoredObject, str | None]:
         """Commit the change, then publish it. Returns the stored object and the
         publish error, if any.
 
@@ -308,6 +371,8 @@ class PriceBoard:
         outbox table in the same transaction and publishes from there.
         """
         stored = await run_in_threadpool(self.store.update, key, change)
+        if after_commit is not None:
+            after_commit()
         try:
             await self.publisher.publish(
                 self.settings.channel, stored.data, key=stored.key, version=stored.version
@@ -326,6 +391,10 @@ class PriceBoard:
         except CentrifugoAsyncError as exc:
             return stored, f"{type(exc).__name__}: {exc}"
         return stored, None
+
+    async def close(self) -> None:
+        await self.publisher.close()
+        self.queues.close()
 
 
 def _require_json(request: Request) -> None:
@@ -353,8 +422,8 @@ async def _json_object_body(request: Request) -> dict[str, Any]:
     return value
 
 
-def _board(request: Request) -> PriceBoard:
-    board: PriceBoard = request.app.state.board
+def _board(request: Request) -> Board:
+    board: Board = request.app.state.board
     return board
 
 
@@ -410,13 +479,33 @@ async def get_config(request: Request) -> Response:
             "ws_url": settings.ws_url,
             "channel": settings.channel,
             "controls": request.app.state.controls is not None,
+            "mode": settings.mode,
+            "crash_hooks": settings.crash_hooks,
         }
     )
+
+
+def _crash_hook(request: Request) -> AfterCommit | None:
+    """``?crash=after-commit``: SIGKILL this process right after the commit.
+
+    Only with ``crash_hooks`` (the outbox mode's supervised backend, which is
+    restarted): it shows that a backend dying between its commit and anything
+    after it loses no update, because the outbox row committed with the change.
+    """
+    crash = request.query_params.get("crash")
+    if crash is None:
+        return None
+    if not _board(request).settings.crash_hooks:
+        raise HTTPException(400, "crash hooks are off (only the --outbox launcher turns them on)")
+    if crash != "after-commit":
+        raise HTTPException(400, "crash must be after-commit")
+    return lambda: os.kill(os.getpid(), signal.SIGKILL)
 
 
 async def update_object(request: Request) -> Response:
     key = _key(request)
     changes = await _json_object_body(request)
+    crash = _crash_hook(request)
 
     def merge(current: dict[str, Any] | None) -> dict[str, Any]:
         merged = {**(current or {}), **changes}
@@ -424,7 +513,7 @@ async def update_object(request: Request) -> Response:
             raise HTTPException(413, f"the object would exceed {MAX_BODY_BYTES} bytes")
         return merged
 
-    stored, error = await _board(request).update(key, merge)
+    stored, error = await _board(request).update(key, merge, crash)
     if error is not None:
         return JSONResponse(
             {**stored.as_json(), "published": False, "error": f"stored, not published: {error}"},
@@ -474,11 +563,7 @@ async def stack_status(request: Request) -> Response:
 async def stack_action(request: Request) -> Response:
     _require_json(request)
     controls = _controls(request)
-    actions = {
-        "relay/kill": controls.kill_relay,
-        "relay/start": controls.start_relay,
-        "centrifugo/restart": controls.restart_centrifugo,
-    }
+    actions = controls.actions()
     action = actions.get(request.path_params["action"])
     if action is None:
         raise HTTPException(404, f"unknown action; one of {sorted(actions)}")
@@ -505,17 +590,22 @@ def create_app(settings: AppSettings, controls: StackControls | None = None) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        publisher = AsyncPublisher.from_url(settings.redis_url, shards=settings.shards)
         queues = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
-        board = PriceBoard(settings, publisher, queues)
-        await run_in_threadpool(board.store.initialize, seed_products())
-        app.state.board = board
-        app.state.controls = controls
+        board: Board
+        if settings.postgres_dsn is None:
+            publisher = AsyncPublisher.from_url(settings.redis_url, shards=settings.shards)
+            board = PriceBoard(settings, publisher, queues)
+        else:
+            from .outbox_board import OutboxBoard
+
+            board = OutboxBoard(settings, queues)
         try:
+            await run_in_threadpool(board.store.initialize, seed_products())
+            app.state.board = board
+            app.state.controls = controls
             yield
         finally:
-            await publisher.close()
-            queues.close()
+            await board.close()
 
     routes = [
         Route("/", index),

@@ -143,6 +143,7 @@ async def test_a_failed_publish_leaves_the_row_committed(tmp_path: Path) -> None
         ("/api/burst?n=many", b"", JSON, 400),
         ("/api/burst", b"", {}, 415),
         ("/api/stack/relay/kill", b"", JSON, 404),
+        ("/api/objects/apples?crash=after-commit", b'{"price_cents": 1}', JSON, 400),
     ],
 )
 async def test_refused_requests(

@@ -6,6 +6,9 @@
 // The sync pill says "live" only while nothing waits in the queues for more
 // than a second (GET /api/delivery, polled): with the relay down and updates
 // queued, the page is in sync with what it received, but not with the database.
+// In the outbox mode (PostgreSQL + outbox, `--outbox`) the outbox rows waiting
+// for the forwarder count too, and "Save, then crash backend" kills the backend
+// right after its commit: the change still arrives, through the forwarder.
 // `window.exampleApp` exposes the state for the e2e test.
 import { Centrifuge } from 'centrifuge'
 import { syncSubscription } from 'centrifugo-async-client'
@@ -22,8 +25,9 @@ const app = {
   sync: 'starting',
   syncText: 'starting',
   /** From GET /api/delivery: 'pending' (no answer yet), 'on-time', 'delayed' or 'unknown'. */
-  delivery: { state: 'pending', queued: 0, inFlight: 0, oldestMs: null },
+  delivery: { state: 'pending', queued: 0, inFlight: 0, outbox: 0, oldestMs: null },
   log: [],
+  crashes: [],
   connects: 0,
   loads: 0,
   resyncs: [],
@@ -70,26 +74,29 @@ const seconds = ms => `${(ms / 1000).toFixed(1)} s`
 
 /** The subscription's state, unless it is live while delivery lags: then "delayed". */
 function renderSyncPill() {
-  const { state, queued, inFlight, oldestMs } = app.delivery
+  const { state, oldestMs } = app.delivery
   if (app.sync !== 'live') setPill('sync', app.sync, app.syncText)
-  else if (state === 'delayed') setPill('sync', 'delayed', `delayed ${seconds(oldestMs)} · ${queued + inFlight} waiting`)
+  else if (state === 'delayed') setPill('sync', 'delayed', `delayed ${seconds(oldestMs)} · ${waiting()} waiting`)
   else if (state === 'unknown') setPill('sync', 'unknown', 'live? (delivery unknown)')
   else setPill('sync', 'live')
 }
+
+/** Updates between the backend and the pages: in the queues, and in the outbox table. */
+const waiting = () => app.delivery.queued + app.delivery.inFlight + app.delivery.outbox
 
 /** Ask the backend how far behind delivery is, and say so when it changes. */
 async function refreshDelivery() {
   const previous = app.delivery.state
   try {
-    const { queued, in_flight, oldest_age_ms } = await fetchJson('/api/delivery', { cache: 'no-store' })
+    const { queued, in_flight, outbox = 0, oldest_age_ms } = await fetchJson('/api/delivery', { cache: 'no-store' })
     const state = oldest_age_ms !== null && oldest_age_ms > DELAYED_AFTER_MS ? 'delayed' : 'on-time'
-    app.delivery = { state, queued, inFlight: in_flight, oldestMs: oldest_age_ms }
+    app.delivery = { state, queued, inFlight: in_flight, outbox, oldestMs: oldest_age_ms }
   } catch {
     app.delivery = { ...app.delivery, state: 'unknown' }
   }
-  const { state, queued, inFlight, oldestMs } = app.delivery
+  const { state, oldestMs } = app.delivery
   if (state === 'delayed' && previous !== 'delayed') {
-    logEvent(`delivery delayed: ${queued + inFlight} updates waiting, the oldest for ${seconds(oldestMs)}`, 'warn')
+    logEvent(`delivery delayed: ${waiting()} updates waiting, the oldest for ${seconds(oldestMs)}`, 'warn')
   } else if (previous === 'delayed' && state === 'on-time') {
     logEvent('delivery on time again')
   }
@@ -151,6 +158,10 @@ const post = (url, body = {}) =>
   fetchJson(url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
 
 const config = await fetchJson('/api/config')
+if (config.mode === 'outbox') {
+  $('pipeline').innerHTML =
+    'PostgreSQL rows with versions + <code>outbox.publish</code> in the same transaction → forwarder → Redis → relay → Centrifugo → this page'
+}
 // Short reconnect delays so the demo reacts quickly when Centrifugo comes back.
 const centrifuge = new Centrifuge(config.ws_url, { minReconnectDelay: 200, maxReconnectDelay: 3000 })
 const subscription = centrifuge.newSubscription(config.channel, { recoverable: true, positioned: true })
@@ -275,6 +286,26 @@ $('delete').addEventListener('click', () => {
     logEvent(`deleted ${key} at v${body.version}`)
   })
 })
+$('crash-save').hidden = !config.crash_hooks
+$('crash-save').addEventListener('click', () => {
+  const form = $('update-form')
+  if (!form.reportValidity()) return
+  const fields = new FormData(form)
+  const key = fields.get('key')
+  const cents = Math.round(Number(fields.get('price')) * 100)
+  run('save & crash', async () => {
+    logEvent(`saving ${key} at ${formatPrice(cents)}; the backend dies right after its commit…`)
+    try {
+      await post(`/api/objects/${encodeURIComponent(key)}?crash=after-commit`, { price_cents: cents })
+    } catch (error) {
+      if (!(error instanceof TypeError)) throw error // an HTTP error: it did not crash
+      app.crashes.push({ key, price_cents: cents })
+      logEvent('no answer: the backend died after its commit; the outbox row committed with it', 'warn')
+      return
+    }
+    throw new Error('the backend answered instead of crashing')
+  })
+})
 $('burst').addEventListener('click', () =>
   run('burst', async () => {
     const { updated, not_published } = await post('/api/burst?n=200')
@@ -287,14 +318,20 @@ $('reconnect').addEventListener('click', () => {
 })
 
 async function refreshStack() {
-  const { relay_pid, queues } = await fetchJson('/api/stack')
-  const relay = relay_pid ? `relay running (pid ${relay_pid})` : 'relay stopped'
-  const backlog = queues ? ` · queued ${queues.queued} · in flight ${queues.in_flight} · delivered ${queues.delivered}` : ''
-  $('stack').textContent = relay + backlog
+  const { relay_pid, queues, forwarder_pid, outbox, backend_pid, backend_restarts } = await fetchJson('/api/stack')
+  const parts = [relay_pid ? `relay running (pid ${relay_pid})` : 'relay stopped']
+  if (config.mode === 'outbox') {
+    parts.push(forwarder_pid ? `forwarder running (pid ${forwarder_pid})` : 'forwarder stopped')
+    parts.push(outbox ? `outbox ${outbox.rows}` : 'outbox ?')
+  }
+  if (queues) parts.push(`queued ${queues.queued}`, `in flight ${queues.in_flight}`, `delivered ${queues.delivered}`)
+  if (backend_pid) parts.push(`backend pid ${backend_pid}, restarted ${backend_restarts}×`)
+  $('stack').textContent = parts.join(' · ')
 }
 
 if (config.controls) {
   $('controls').hidden = false
+  $('outbox-controls').hidden = config.mode !== 'outbox'
   for (const button of document.querySelectorAll('[data-action]')) {
     const label = button.textContent.toLowerCase()
     button.addEventListener('click', () =>

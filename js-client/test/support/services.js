@@ -175,12 +175,16 @@ export async function streamTop(devstack, channel) {
  * Centrifugo, the relay and the Starlette backend) on free ports; resolves with
  * its URL, what its launcher printed about the stack ({redis_url, shards,
  * channel}, enough for `publishWithPython`), the relay's log path and `stop()`,
- * which closes its stdin so it stops everything it started.
+ * which closes its stdin so it stops everything it started. With `outbox`
+ * (`--outbox`: PostgreSQL, the outbox forwarder and a supervised backend)
+ * instead of `dbPath`, also the database's `dsn` and the forwarder's and the
+ * backend's log paths.
  */
-export async function startExampleApp({ dbPath, shards = 4, timeoutMs = 90000 }) {
+export async function startExampleApp({ dbPath, outbox = false, shards = 4, timeoutMs = 90000 }) {
+  const storage = outbox ? ['--outbox'] : ['--db', dbPath]
   const { child, logs } = spawnLogged(
     python,
-    ['-m', 'examples.app', '--port', '0', '--db', dbPath, '--shards', String(shards), '--until-stdin-closes'],
+    ['-m', 'examples.app', '--port', '0', ...storage, '--shards', String(shards), '--until-stdin-closes'],
     { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PYTHONUNBUFFERED: '1' } }
   )
   child.stdout.setEncoding('utf8')
@@ -189,8 +193,10 @@ export async function startExampleApp({ dbPath, shards = 4, timeoutMs = 90000 })
   try {
     const url = await firstLine(child, parse, 'example app', timeoutMs, logs)
     const banner = name => logs().match(new RegExp(`^${name}\\s+(\\S+)`, 'm'))?.[1]
-    const relayLog = logs().match(/^relay\s+pid \d+, log (\S+)/m)?.[1]
-    return { url, redis_url: banner('redis'), shards, channel: banner('channel'), relayLog, logs, stop }
+    const logOf = name => logs().match(new RegExp(`^${name}\\s+pid \\d+, log (\\S+)`, 'm'))?.[1]
+    const started = { url, redis_url: banner('redis'), shards, channel: banner('channel'), relayLog: logOf('relay') }
+    if (outbox) Object.assign(started, { dsn: banner('database'), forwarderLog: logOf('forwarder'), backendLog: logOf('backend') })
+    return { ...started, logs, stop }
   } catch (error) {
     await stop()
     throw error
