@@ -6,6 +6,12 @@ draining a backlog of 1,000,000, and the publisher alone. Writes
 ``bench/results/run-<time>.json``, ``bench/results/latest.{json,md,png}`` and
 refreshes the table and chart in ``docs/performance.md``.
 
+``--suite freshness`` runs only the relay with monotonic delivery (its default)
+against the relay with freshness ``all`` (throughput and latency, one run: the
+cost of monotonic delivery) and the catch-up after an outage with and without
+latest-wins; it writes ``bench/results/latest-freshness.{json,md}`` and
+refreshes only the freshness section of ``docs/performance.md``.
+
 ``--suite outbox`` runs only the write path through PostgreSQL (the outbox,
 the outbox with the forwarder inside the relay, Centrifugo's built-in
 postgresql consumer) and the direct publisher's relay as the latency
@@ -36,13 +42,15 @@ import attrs
 
 from bench import ROOT
 from bench.harness import Settings, System, all_systems, run_all
-from bench.harness.systems import database_systems
+from bench.harness.systems import EVERY_VERSION_RELAY, database_systems
 from bench.procstats import machine
 from bench.report import (
     HEADLINE,
+    render_freshness_markdown,
     render_markdown,
     render_outbox_markdown,
     update_docs,
+    update_docs_freshness,
     update_docs_outbox,
     update_docs_profile,
     write_chart,
@@ -71,10 +79,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke test: small counts")
     parser.add_argument(
         "--suite",
-        choices=["all", "outbox"],
+        choices=["all", "outbox", "freshness"],
         default="all",
         help="outbox: only the PostgreSQL write paths and the direct relay (no backlog, "
-        "no publisher-alone phase)",
+        "no publisher-alone phase); freshness: only the relay with and without monotonic "
+        "delivery, and the catch-up with and without latest-wins",
     )
     parser.add_argument("--messages", type=int, help="messages per throughput phase")
     parser.add_argument("--latency-seconds", type=float, help="length of each latency phase")
@@ -97,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--systems", nargs="*", help="only these systems (names as in the JSON, e.g. relay-16x1)"
     )
     parser.add_argument("--no-backlog", action="store_true")
+    parser.add_argument("--no-catchup", action="store_true")
     parser.add_argument("--no-publisher", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
@@ -160,6 +170,8 @@ def suite_systems(suite: str) -> list[System]:
     if suite == "outbox":
         names = {s.name for s in database_systems()} | {HEADLINE}
         systems = [s for s in systems if s.name in names]
+    elif suite == "freshness":
+        systems = [s for s in systems if s.name in (HEADLINE, EVERY_VERSION_RELAY)]
     return systems
 
 
@@ -168,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(args)
     systems = suite_systems(args.suite)
     outbox_suite = args.suite == "outbox"
+    freshness_suite = args.suite == "freshness"
     if args.systems:
         unknown = set(args.systems) - {s.name for s in systems}
         if unknown:
@@ -203,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             systems,
             settings,
             logs,
-            backlog=not (args.no_backlog or outbox_suite),
-            publisher=not (args.no_publisher or outbox_suite),
+            backlog=not (args.no_backlog or outbox_suite or freshness_suite),
+            publisher=not (args.no_publisher or outbox_suite or freshness_suite),
+            catchup=not (args.no_catchup or outbox_suite),
         )
     )
     results["machine"]["load_average_end"] = machine()["load_average"]
@@ -218,8 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         outbox_markdown = render_outbox_markdown(results)
     full = not args.quick and not args.systems
     docs = args.docs if args.docs is not None else full
+    freshness_markdown = None
+    if any(s["system"] == EVERY_VERSION_RELAY for s in results["systems"]) or "catchup" in results:
+        freshness_markdown = render_freshness_markdown(results)
     if outbox_suite:
         (out / "latest-outbox.json").write_text(text)
+    elif freshness_suite:
+        (out / "latest-freshness.json").write_text(text)
     else:
         (out / "latest.json").write_text(text)
         markdown = render_markdown(results)
@@ -234,9 +253,19 @@ def main(argv: list[str] | None = None) -> int:
         print(outbox_markdown)
         if docs:
             update_docs_outbox(outbox_markdown)
+    if freshness_markdown is not None:
+        (out / "latest-freshness.md").write_text(freshness_markdown)
+        print(freshness_markdown)
+        if docs:
+            update_docs_freshness(freshness_markdown)
     if args.profile and args.docs is not False:
         update_docs_profile(out / "profiles" / "backlog.summary.txt", results["started"])
     failures = [s["system"] for s in results["systems"] if "error" in s or not _complete(s)]
+    failures += [
+        f"catch-up ({mode})"
+        for mode, run in results.get("catchup", {}).get("modes", {}).items()
+        if "error" in run or not run.get("complete")
+    ]
     if failures:
         print(f"incomplete: {failures}", file=sys.stderr)
         return 1

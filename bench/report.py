@@ -255,6 +255,129 @@ def check_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+FRESHNESS_BEGIN, FRESHNESS_END = "<!-- bench:freshness:begin -->", "<!-- bench:freshness:end -->"
+EVERY_VERSION = "relay-16x1-all"
+"""The headline relay with monotonic delivery off (``bench.harness.systems``)."""
+
+
+def render_freshness_markdown(results: dict[str, Any]) -> str:
+    """Monotonic delivery's cost (the default relay against freshness ``all``, one run)
+    and the catch-up after an outage with and without latest-wins."""
+    systems = {s["system"]: s for s in results["systems"] if "error" not in s}
+    lines = [_conditions(results), ""]
+    pair = [systems[n] for n in (HEADLINE, EVERY_VERSION) if n in systems]
+    if pair:
+        fixed = results["settings"]["rates"]
+        lines += [
+            _row(
+                ["relay, 16 shards, 1 process", "accepted msg/s", "received msg/s", "inversions"]
+                + [f"p50 / p99 / max ms @ {r:,}/s" for r in fixed]
+                + ["CPU µs/msg: relay", "redis", "all processes"]
+            ),
+            "|---|--:|--:|--:|" + "--:|" * len(fixed) + "--:|--:|--:|",
+        ]
+        for s in pair:
+            t = s["throughput"]
+            per = {role: (t["cpu_seconds"].get(role) or 0) * 1e6 / t["messages"] for role in ROLES}
+            mode = "freshness all" if s["system"] == EVERY_VERSION else "monotonic (default)"
+            lines.append(
+                _row(
+                    [
+                        mode,
+                        _num(t.get("accepted_per_s"))
+                        + ("" if t.get("complete") else " (incomplete)"),
+                        _num(t.get("received_per_s")),
+                        f"{_inversions(s):,}",
+                    ]
+                    + [_latency(_by_rate(s, r)) for r in fixed]
+                    + [f"{per['mover']:.1f}", f"{per['redis']:.1f}", f"{sum(per.values()):.1f}"]
+                )
+            )
+    catchup = results.get("catchup")
+    if catchup:
+        lines += [
+            "",
+            f"**Catching up after an outage**: {catchup['messages']:,} updates over "
+            f"{catchup['keys']:,} keys queued while no relay ran, then one relay "
+            f"({catchup['shards']} shards) starts; time from its start (including its "
+            "start-up) until a WebSocket subscriber has every key's last version:",
+            "",
+            "| freshness | time to every key's latest | publications | superseded "
+            "| inversions | relay CPU s | Centrifugo CPU s |",
+            "|---|--:|--:|--:|--:|--:|--:|",
+        ]
+        for mode, run in catchup["modes"].items():
+            if "error" in run:
+                lines.append(f"| {mode} | error: {run['error'][:80]} | | | | | |")
+                continue
+            seconds = run.get("seconds_to_latest")
+            lines.append(
+                _row(
+                    [
+                        f"`{mode}`",
+                        "-" if seconds is None else f"{seconds:.2f} s",
+                        _num(run.get("publications")),
+                        _num(run.get("superseded")),
+                        f"{run.get('inversions', 0):,}",
+                        _num(run.get("relay_cpu_seconds")),
+                        _num(run.get("server_cpu_seconds", {}).get("centrifugo")),
+                    ]
+                )
+            )
+    targets = check_freshness_targets(results)
+    if targets:
+        lines += ["", "| target | measured | met |", "|---|---|---|"]
+        lines += [f"| {name} | {measured} | {met} |" for name, measured, met in targets]
+    return "\n".join(lines) + "\n"
+
+
+def check_freshness_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Issue 11's benchmark targets, as ratios within this run."""
+    systems = {s["system"]: s for s in results["systems"] if "error" not in s}
+    rows: list[tuple[str, str, str]] = []
+    on, off = systems.get(HEADLINE), systems.get(EVERY_VERSION)
+    if on and off:
+        a = on["throughput"].get("accepted_per_s")
+        b = off["throughput"].get("accepted_per_s")
+        if a and b:
+            rows.append(
+                (
+                    "monotonic delivery: throughput within 10% of freshness all",
+                    f"{a / b:.2f}x ({a:,} vs {b:,} msg/s)",
+                    "yes" if a >= 0.9 * b else "**no**",
+                )
+            )
+    modes = (results.get("catchup") or {}).get("modes", {})
+    latest, monotonic = modes.get("latest", {}), modes.get("monotonic", {})
+    if latest.get("publications") and monotonic.get("publications"):
+        keys = latest.get("keys_in_backlog") or results["catchup"]["keys"]
+        rows.append(
+            (
+                "(context) latest-wins catch-up: publications per key",
+                f"{latest['publications'] / keys:.2f} (monotonic: "
+                f"{monotonic['publications'] / keys:,.0f})",
+                "-",
+            )
+        )
+    if latest.get("seconds_to_latest") and monotonic.get("seconds_to_latest"):
+        rows.append(
+            (
+                "(context) latest-wins catch-up: time to every key's latest, vs monotonic",
+                f"{latest['seconds_to_latest']:.2f} s vs {monotonic['seconds_to_latest']:.2f} s: "
+                f"{monotonic['seconds_to_latest'] / latest['seconds_to_latest']:.1f}x faster",
+                "-",
+            )
+        )
+    return rows
+
+
+def update_docs_freshness(markdown: str) -> None:
+    """Put the freshness measurements into docs/performance.md (between their markers)."""
+    _replace_block(
+        FRESHNESS_BEGIN, FRESHNESS_END, f"{FRESHNESS_BEGIN}\n\n{markdown}\n{FRESHNESS_END}"
+    )
+
+
 OUTBOX_BEGIN, OUTBOX_END = "<!-- bench:outbox:begin -->", "<!-- bench:outbox:end -->"
 OUTBOX, COMBINED, BUILTIN = "outbox", "outbox-combined", "postgresql"
 """The database systems (``bench.harness.systems.database_systems``)."""

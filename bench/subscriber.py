@@ -1,6 +1,8 @@
 """A lean WebSocket subscriber, run as its own process by the harness.
 
 ``python -m bench.subscriber --ws-url URL --channel CH --expected N --out FILE``
+``python -m bench.subscriber ... --until-latest-of N --keys K`` (catch-up: done when
+every key of the workload's first N messages reached its last version)
 
 It speaks Centrifugo's JSON client protocol directly over ``websockets`` and
 decodes each publication with msgspec, so it keeps up with well over 100,000
@@ -26,6 +28,8 @@ from typing import Any
 
 import msgspec
 from websockets.asyncio.client import connect
+
+from bench.workload import Workload
 
 
 class _Inner(msgspec.Struct):
@@ -65,8 +69,12 @@ _decoder = msgspec.json.Decoder(_Frame)
 class Tally:
     """What arrived, in arrival order."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self, expected: int, latest: dict[str, int] | None = None) -> None:
         self.expected = expected
+        self.latest = latest
+        """Done when every key reached this version (instead of ``expected`` pairs)."""
+        self.at_latest = 0
+        self.done_us = 0
         self.received = 0
         self.seen: set[tuple[str, int]] = set()
         self.highest: dict[str, int] = {}
@@ -91,9 +99,17 @@ class Tally:
         if version < self.highest.get(key, -1):
             self.inversions += 1
         else:
+            if self.latest is not None and version == self.latest.get(key):
+                self.at_latest += key not in self.highest or self.highest[key] < version
             self.highest[key] = version
         self.seen.add((key, version))
-        if len(self.seen) >= self.expected:
+        finished = (
+            len(self.seen) >= self.expected
+            if self.latest is None
+            else self.at_latest >= len(self.latest)
+        )
+        if finished and not self.done.is_set():
+            self.done_us = received_us
             self.done.set()
 
     def summary(self) -> dict[str, Any]:
@@ -106,6 +122,9 @@ class Tally:
             "inversions": self.inversions,
             "first_receive_us": self.first_us,
             "last_receive_us": self.last_us,
+            "done_us": self.done_us,
+            "keys_at_latest": self.at_latest,
+            "keys": len(self.latest or ()),
             "latency_ms": percentiles_ms(values),
             "problems": self.problems,
         }
@@ -152,7 +171,12 @@ async def subscribe(ws_url: str, channel: str, tally: Tally, ready: asyncio.Even
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    tally = Tally(args.expected)
+    latest = None
+    if args.until_latest_of:
+        latest = {}
+        for key, version in Workload(args.keys).key_versions(args.until_latest_of):
+            latest[key] = version
+    tally = Tally(args.expected, latest)
     ready = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, tally.done.set)
     task = asyncio.create_task(subscribe(args.ws_url, args.channel, tally, ready))
@@ -184,6 +208,8 @@ if __name__ == "__main__":
     parser.add_argument("--channel", required=True)
     parser.add_argument("--expected", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--until-latest-of", type=int, default=0)
+    parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--out", type=Path, required=True)
     arguments = parser.parse_args()
     result = asyncio.run(main(arguments))

@@ -73,6 +73,8 @@ class ShardStats:
     """Time left before the lease expires unless renewed."""
     delivered_per_s: float | None = None
     """Throughput over the sampling window, when one was asked for."""
+    superseded: int = 0
+    """Messages not sent because a newer version of their key was delivered or in hand."""
 
 
 def collect_stats(
@@ -128,6 +130,7 @@ def _shard_stats(status: ShardStatus, sampled_ms: int) -> ShardStats:
         lease_epoch=lease.epoch if lease else None,
         lease_age_ms=lease.age_ms(sampled_ms) if lease else None,
         lease_ttl_ms=lease.ttl_ms if lease else None,
+        superseded=status.superseded,
     )
 
 

@@ -565,7 +565,7 @@ def stats(redis: RedisTarget, prefix: str, sample: float, as_json: bool) -> None
         return
     click.echo(
         f"{'shard':>5} {'queued':>8} {'inflight':>8} {'lag':>7} {'msg/s':>8} {'dlq':>5} "
-        f"{'delivered':>10} {'expired':>7}  owner (epoch, held for, ttl left)"
+        f"{'delivered':>10} {'expired':>7} {'superseded':>10}  owner (epoch, held for, ttl left)"
     )
     for r in rows:
         lag = "-" if r.oldest_age_ms is None else _duration(r.oldest_age_ms)
@@ -578,7 +578,7 @@ def stats(redis: RedisTarget, prefix: str, sample: float, as_json: bool) -> None
         )
         click.echo(
             f"{r.shard:>5} {r.queued:>8} {r.in_flight:>8} {lag:>7} {rate:>8} {r.dead_letters:>5} "
-            f"{r.delivered:>10} {r.expired:>7}  {owner}"
+            f"{r.delivered:>10} {r.expired:>7} {r.superseded:>10}  {owner}"
         )
     click.echo(
         f"total queued={sum(r.queued for r in rows)} "

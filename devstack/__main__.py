@@ -26,6 +26,9 @@ def main() -> None:
     up.add_argument("--centrifugo-port", type=int, default=0, help="0 picks a free port")
     up.add_argument("--relay", action="store_true", help="also run the relay")
     up.add_argument("--shards", type=int, default=16)
+    up.add_argument(
+        "--relay-freshness", default="", help="the relay's --freshness (default: its own)"
+    )
     up.add_argument("--postgres", action="store_true", help="also run a private PostgreSQL cluster")
     up.add_argument("--until-stdin-closes", action="store_true")
     args = parser.parse_args()
@@ -49,8 +52,9 @@ def main() -> None:
             postgres = stack.enter_context(PostgresServer())
             info["postgres_dsn"] = postgres.dsn
         if args.relay:
+            freshness = ["--freshness", args.relay_freshness] if args.relay_freshness else []
             relay = RelayProcess(
-                redis.url, centrifugo.api_url, DEV_API_KEY, "--shards", str(args.shards)
+                redis.url, centrifugo.api_url, DEV_API_KEY, "--shards", str(args.shards), *freshness
             )
             stack.callback(relay.close)
             stack.callback(relay.stop)

@@ -5,9 +5,10 @@ A *system* is one way of moving messages from a producer into Centrifugo
 Centrifugo on loopback (``stack``), starts the system's mover (``movers``:
 relay processes, a naive worker, nothing for the built-in consumer or the
 ceiling), and runs the measured ``phases``: throughput, then latency at fixed
-offered rates. Then the relay drains a backlog (``backlog``), the publisher
-runs alone (``publisher``) and the cost of the JSON profile's checks is measured
-in process (``validation``); ``runner`` strings it all together.
+offered rates. Then the relay drains a backlog (``backlog``), catches up on one
+with and without latest-wins (``catchup``), the publisher runs alone
+(``publisher``) and the cost of the JSON profile's checks is measured in process
+(``validation``); ``runner`` strings it all together.
 
 Each role is its own process (producer, subscriber, mover, Redis, Centrifugo;
 ``roles``), all started and stopped through ``devstack``, so CPU seconds and

@@ -31,12 +31,13 @@ LEASES_TIMEOUT = 60.0
 LANES_TIMEOUT = 60.0
 
 
-def relay_process(stack: Stack, shards: int) -> RelayProcess:
-    """``centrifugo-async relay`` with its defaults (not started yet); devstack turns
-    its metrics endpoint off, so two relays (and other test runs) do not fight over
-    its port."""
+def relay_process(stack: Stack, shards: int, freshness: str | None = None) -> RelayProcess:
+    """``centrifugo-async relay`` with its defaults (not started yet), or the given
+    ``--freshness``; devstack turns its metrics endpoint off, so two relays (and
+    other test runs) do not fight over its port."""
+    extra = ["--freshness", freshness] if freshness else []
     return RelayProcess(
-        stack.redis.url, stack.centrifugo.api_url, DEV_API_KEY, "--shards", str(shards)
+        stack.redis.url, stack.centrifugo.api_url, DEV_API_KEY, "--shards", str(shards), *extra
     )
 
 
@@ -121,7 +122,7 @@ class Mover:
             worker.start()
         elif system.kind == "relay":
             for _ in range(system.processes):
-                relay = relay_process(stack, system.shards)
+                relay = relay_process(stack, system.shards, system.freshness)
                 self.relays.append(relay)
                 relay.start()
             wait_for_leases(stack, system.shards, self.relays, balanced=settings.balanced)

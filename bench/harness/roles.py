@@ -149,13 +149,20 @@ def producer(
 
 @contextlib.contextmanager
 def subscriber(
-    stack: Stack, channel: str, expected: int, timeout: float, out: Path, log_path: Path
+    stack: Stack,
+    channel: str,
+    expected: int,
+    timeout: float,
+    out: Path,
+    log_path: Path,
+    *extra: str,
 ) -> Iterator[ChildProcess]:
     """A subscriber to ``channel``, subscribed when the block starts.
 
-    It stops by itself once ``expected`` messages arrived, or at its own
-    ``timeout``, and writes its tally to ``out``; leaving the block waits for
-    that (10 s grace), and stops it if the block raised.
+    It stops by itself once ``expected`` messages arrived (or what ``extra``
+    arguments say, e.g. ``--until-latest-of``), or at its own ``timeout``, and
+    writes its tally to ``out``; leaving the block waits for that (10 s grace),
+    and stops it if the block raised.
     """
     process = bench_process(
         "bench.subscriber",
@@ -169,6 +176,7 @@ def subscriber(
         str(timeout),
         "--out",
         str(out),
+        *extra,
         log_path=log_path,
         ready_line="ready",
     )

@@ -14,6 +14,7 @@ from typing import Any
 from bench.procstats import peak_rss_mb
 
 from .backlog import run_backlog
+from .catchup import run_catchup
 from .drain import drain_phase
 from .movers import Mover
 from .phases import latency_phase, latency_rates, throughput_phase
@@ -79,10 +80,16 @@ def run_system(system: System, settings: Settings, logs: Path) -> dict[str, Any]
 
 
 def run_all(
-    systems: Sequence[System], settings: Settings, logs: Path, *, backlog: bool, publisher: bool
+    systems: Sequence[System],
+    settings: Settings,
+    logs: Path,
+    *,
+    backlog: bool,
+    publisher: bool,
+    catchup: bool = False,
 ) -> dict[str, Any]:
-    """The ``systems``, ``backlog`` and ``publisher`` parts of a run's results,
-    with progress on stderr."""
+    """The ``systems``, ``backlog``, ``catchup`` and ``publisher`` parts of a run's
+    results, with progress on stderr."""
     results: dict[str, Any] = {"systems": []}
     for system in systems:
         _progress(f"--> {system.label}")
@@ -93,6 +100,10 @@ def run_all(
         _progress(f"--> relay draining a backlog of {settings.backlog:,}")
         results["backlog"] = run_backlog(settings, logs)
         _progress(f"    {results['backlog']}")
+    if catchup and settings.backlog:
+        _progress(f"--> relay catching up on a backlog of {settings.backlog:,}")
+        results["catchup"] = run_catchup(settings, logs)
+        _progress(f"    {results['catchup']['modes']}")
     if publisher:
         _progress("--> publisher alone")
         results["publisher"] = run_publisher(settings)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["System", "all_systems", "database_systems"]
+__all__ = ["EVERY_VERSION_RELAY", "System", "all_systems", "database_systems"]
+
+EVERY_VERSION_RELAY = "relay-16x1-all"
+"""The default relay with monotonic delivery off (``--freshness '*=all'``): what it costs."""
 
 
 @attrs.frozen
@@ -18,7 +21,8 @@ class System:
     ``centrifugo-async outbox forward`` moves them to Redis, the relay to
     Centrifugo) or ``postgresql`` (writers commit rows to the outbox table of
     Centrifugo's built-in postgresql consumer). The other fields size it;
-    ``combined`` runs the forwarder inside the relay's process instead of its own.
+    ``combined`` runs the forwarder inside the relay's process instead of its own;
+    ``freshness`` is the relays' ``--freshness`` (None: the default, monotonic).
     """
 
     name: str
@@ -33,6 +37,7 @@ class System:
     lanes: int = 16
     partitions: int = 16
     combined: bool = False
+    freshness: str | None = None
 
     @property
     def database(self) -> bool:
@@ -97,6 +102,16 @@ def all_systems(stream_workers: int = 16, ceiling_lanes: int = 16) -> list[Syste
                     processes=processes,
                 )
             )
+    systems.append(
+        System(
+            EVERY_VERSION_RELAY,
+            "relay, 16 shards, 1 process, freshness all",
+            "relay",
+            True,
+            shards=16,
+            freshness="*=all",
+        )
+    )
     return systems + database_systems()
 
 

@@ -12,6 +12,8 @@ the scripts that touch several of them stay within one hash slot::
     {centrifugo.publish:3}:lease       string: "relay-id#epoch" of the owner (with TTL)
     {centrifugo.publish:3}:bell        list: wake-up token pushed when the queue stops being empty
     {centrifugo.publish:3}:dlq         list: dead letters (JSON records) of that shard
+    {centrifugo.publish:3}:versions    hash: (channel, key) -> last version the relay delivered
+    {centrifugo.publish:3}:versions:old  hash: the generation before (see scripts.ACK)
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class ShardKeys:
     lease: str
     bell: str
     dlq: str
+    versions: str
+    """The relay's memory for monotonic delivery: the current generation."""
+    versions_old: str
+    """The generation before; both are read, only the current one is written."""
 
 
 def prefix_problem(prefix: str) -> str | None:
@@ -99,4 +105,6 @@ class Keyspace:
             lease=f"{tag}:lease",
             bell=f"{tag}:bell",
             dlq=f"{tag}:dlq",
+            versions=f"{tag}:versions",
+            versions_old=f"{tag}:versions:old",
         )

@@ -43,7 +43,7 @@ Command: TypeAlias = tuple[str | int, ...]
 
 T = TypeVar("T")
 
-_COUNTERS = ("seq", "delivered", "expired", "dead_lettered", "lease_since_ms")
+_COUNTERS = ("seq", "delivered", "expired", "dead_lettered", "lease_since_ms", "superseded")
 """The fields of a shard's state hash the status reads, in ``HMGET`` order."""
 
 
@@ -94,6 +94,8 @@ class ShardStatus:
     dead_lettered: int
     lease: ShardLease | None
     """None while no relay holds the shard."""
+    superseded: int = 0
+    """Messages not sent because a newer version of their key was delivered or in hand."""
 
 
 @attrs.frozen
@@ -167,7 +169,7 @@ def _read_depth(keys: ShardKeys, replies: Sequence[Any]) -> ShardDepth:
 def _read_status(keys: ShardKeys, replies: Sequence[Any]) -> ShardStatus:
     depth = _read_depth(keys, replies[:4])
     dead_letters, counters, lease_value, ttl_ms = replies[4:]
-    seq, delivered, expired, dead_lettered, since_ms = (_int(raw) for raw in counters)
+    seq, delivered, expired, dead_lettered, since_ms, superseded = (_int(raw) for raw in counters)
     return ShardStatus(
         depth=depth,
         dead_letters=int(dead_letters),
@@ -176,6 +178,7 @@ def _read_status(keys: ShardKeys, replies: Sequence[Any]) -> ShardStatus:
         expired=expired,
         dead_lettered=dead_lettered,
         lease=_lease(lease_value, since_ms, int(ttl_ms)),
+        superseded=superseded,
     )
 
 

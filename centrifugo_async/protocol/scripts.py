@@ -28,14 +28,17 @@ __all__ = [
     "ACK_GROWING",
     "ACK_GROWS",
     "CLAIM",
+    "DROP_SUPERSEDED",
     "ENQUEUE",
     "HEARTBEAT",
+    "KNOWN_VERSIONS",
     "LEASE_ACQUIRE",
     "LEASE_LOST",
     "LEASE_RELEASE",
     "RECORD_TOPOLOGY",
     "SEAL_SHARD",
     "TOPOLOGY_ERROR",
+    "VERSION_OVERHEAD",
     "LuaScript",
 ]
 
@@ -43,6 +46,9 @@ TOPOLOGY_ERROR = "TOPOLOGY"
 LEASE_LOST = "LEASE_LOST"
 ACK_GROWS = "ACK_GROWS"
 """The error ``ACK`` replies with when its dead letters outweigh what it removes."""
+VERSION_OVERHEAD = 64
+"""Bytes ``ACK``'s memory guard counts for one versions field on top of its text: about
+what a hash entry costs Redis beyond its field and value (dict entry, string headers)."""
 
 _ALLOW_OOM = "#!lua flags=allow-oom\n"
 """Runs even when Redis is at ``maxmemory``: only for scripts that never grow memory."""
@@ -144,40 +150,62 @@ if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return redis.error_reply('LEASE_LOST')
 end
 local n = tonumber(ARGV[2])
-if #ARGV > 4 and ARGV[5] == '1' then
-  local removed = 0
-  for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, n - 1)) do
-    removed = removed + #entry
-  end
+local last_pair = 8 + 2 * tonumber(ARGV[8])
+if ARGV[5] == '1' then
   local added = 0
-  for i = 6, #ARGV do added = added + #ARGV[i] end
-  if added > removed then
-    return redis.error_reply('ACK_GROWS dead letters of ' .. added ..
-      ' bytes for ' .. removed .. ' bytes removed')
+  for i = 9, last_pair, 2 do added = added + #ARGV[i] + #ARGV[i + 1] + VERSION_OVERHEAD end
+  for i = last_pair + 1, #ARGV do added = added + #ARGV[i] end
+  if added > 0 then
+    local removed = 0
+    for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, n - 1)) do
+      removed = removed + #entry
+    end
+    if added > removed then
+      return redis.error_reply('ACK_GROWS dead letters and versions of ' .. added ..
+        ' bytes for ' .. removed .. ' bytes removed')
+    end
   end
 end
 redis.call('LTRIM', KEYS[1], n, -1)
 if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[3], 'delivered', ARGV[3]) end
 if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[3], 'expired', ARGV[4]) end
-if #ARGV > 5 then
-  redis.call('RPUSH', KEYS[4], unpack(ARGV, 6))
-  redis.call('HINCRBY', KEYS[3], 'dead_lettered', #ARGV - 5)
+if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[3], 'superseded', ARGV[6]) end
+if last_pair > 8 then
+  for i = 9, last_pair, 1024 do
+    redis.call('HSET', KEYS[5], unpack(ARGV, i, math.min(i + 1023, last_pair)))
+  end
+  if redis.call('HLEN', KEYS[5]) >= tonumber(ARGV[7]) then
+    redis.call('UNLINK', KEYS[6])
+    redis.call('RENAME', KEYS[5], KEYS[6])
+  end
+end
+if #ARGV > last_pair then
+  redis.call('RPUSH', KEYS[4], unpack(ARGV, last_pair + 1))
+  redis.call('HINCRBY', KEYS[3], 'dead_lettered', #ARGV - last_pair)
 end
 return 1
-"""
+""".replace("VERSION_OVERHEAD", str(VERSION_OVERHEAD))
 
 ACK = LuaScript(
     "ack",
-    # KEYS: inflight, lease, state, dlq
-    # ARGV: lease_value, n, delivered, expired, guard ('1'), dead_letter_1 .. dead_letter_k
+    # KEYS: inflight, lease, state, dlq, versions, versions_old
+    # ARGV: lease_value, n, delivered, expired, guard ('1'), superseded, memory,
+    #       m, field_1, version_1 .. field_m, version_m, dead_letter_1 .. dead_letter_k
     # Fenced by the lease value seen at claim time: removes the first n in-flight
-    # messages once Centrifugo accepted them (or they expired or were
-    # dead-lettered), and records dead letters and counters.
+    # messages once Centrifugo accepted them (or they expired, were superseded
+    # or were dead-lettered), and records dead letters, counters and the m
+    # (channel, key) versions just delivered (monotonic delivery). The versions
+    # hash is one generation: once it holds ``memory`` fields it becomes the old
+    # generation, replacing the one before, so a shard remembers at least the
+    # last ``memory`` (channel, key) pairs it delivered, and about twice that at most.
     # allow-oom: it trims the in-flight list first; the counters are a few
-    # fields of the shard's state hash, created once. Dead letters are larger
-    # than the entries they stand for, so with the guard set it replies
-    # ACK_GROWS, changing nothing, when they weigh more than the entries it
-    # removes; the relay then runs ACK_GROWING.
+    # fields of the shard's state hash, created once; a rotation only frees. A
+    # version field is smaller than the envelope it comes from (which holds the
+    # channel, the key, the version and more). Dead letters are larger than the
+    # entries they stand for, so with the guard set it replies ACK_GROWS,
+    # changing nothing, when they and the version fields (each counted with
+    # VERSION_OVERHEAD bytes more) weigh more than the entries it removes; the
+    # relay then runs ACK_GROWING.
     _ALLOW_OOM + _ACK_BODY,
 )
 
@@ -187,6 +215,59 @@ ACK_GROWING = LuaScript(
     # weigh more than what it removes: subject to maxmemory, so at the limit
     # Redis refuses it whole and the batch stays in flight until memory frees.
     _SUBJECT_TO_MAXMEMORY + _ACK_BODY,
+)
+
+DROP_SUPERSEDED = LuaScript(
+    "drop_superseded",
+    # KEYS: queue, lease, state; ARGV: lease_value, count, sha1 (hex) of the head entry
+    # Fenced like CLAIM: removes the first count queued entries without delivering
+    # them, when the relay read them and found each superseded by a newer
+    # version queued behind it (latest-wins), and counts them as superseded.
+    # Only if the head is still the entry the relay read first: a queue only
+    # loses its head (to its lease holder) and grows at its tail, so those
+    # entries are then exactly the ones it read. Returns count, or 0 (nothing done).
+    # allow-oom: it only removes, and bumps a counter created once.
+    _ALLOW_OOM
+    + """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return redis.error_reply('LEASE_LOST')
+end
+local count = tonumber(ARGV[2])
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head or redis.sha1hex(head) ~= ARGV[3] or redis.call('LLEN', KEYS[1]) < count then
+  return 0
+end
+redis.call('LTRIM', KEYS[1], count, -1)
+redis.call('HINCRBY', KEYS[3], 'superseded', count)
+return count
+""",
+)
+
+KNOWN_VERSIONS = LuaScript(
+    "known_versions",
+    # KEYS: versions, versions_old; ARGV: field_1 .. field_k
+    # The last delivered version of each (channel, key) field: the higher of the
+    # two generations, or false when neither remembers it. It only reads.
+    "#!lua flags=no-writes,allow-oom\n"
+    + """
+local out = {}
+for i = 1, #ARGV, 512 do
+  local last = math.min(i + 511, #ARGV)
+  local now = redis.call('HMGET', KEYS[1], unpack(ARGV, i, last))
+  local old = redis.call('HMGET', KEYS[2], unpack(ARGV, i, last))
+  for j = 1, last - i + 1 do
+    local a, b = tonumber(now[j]), tonumber(old[j])
+    if a and (not b or a >= b) then
+      out[i + j - 1] = now[j]
+    elseif b then
+      out[i + j - 1] = old[j]
+    else
+      out[i + j - 1] = false
+    end
+  end
+end
+return out
+""",
 )
 
 LEASE_ACQUIRE = LuaScript(

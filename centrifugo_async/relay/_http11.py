@@ -106,10 +106,12 @@ class KeepAliveClient:
             )
         )
         connection: _Connection | None = None
+        sent = False
         try:
             async with asyncio.timeout(self.timeout), self._slots:
                 connection = self._take_idle() or await self._connect()
                 reader, writer = connection
+                sent = True
                 writer.write(request)
                 status, body, keep_alive = await _read_response(reader, self.max_body_bytes)
                 if keep_alive and not self._closed:
@@ -120,14 +122,14 @@ class KeepAliveClient:
             if connection is not None:
                 _close(connection)
             detail = f"TimeoutError: no response within {self.timeout}s"
-            raise TransportError(TransportCause.TIMEOUT, detail) from exc
+            raise TransportError(TransportCause.TIMEOUT, detail, sent=sent) from exc
         except _ConnectTimeout as exc:
-            raise TransportError(TransportCause.TIMEOUT, str(exc)) from None
+            raise TransportError(TransportCause.TIMEOUT, str(exc), sent=False) from None
         except _BROKEN_EXCHANGE as exc:
             if connection is not None:
                 _close(connection)
             detail = f"{type(exc).__name__}: {str(exc) or type(exc).__name__}"
-            raise TransportError(TransportCause.NETWORK, detail) from exc
+            raise TransportError(TransportCause.NETWORK, detail, sent=sent) from exc
         except BaseException:
             # Cancelled mid-request: the connection's state is unknown, drop it.
             if connection is not None:

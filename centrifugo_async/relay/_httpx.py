@@ -64,9 +64,11 @@ class HttpxTransport:
                     parts.append(chunk)
                 return Response(r.status_code, b"".join(parts))
         except httpx.TimeoutException as exc:
-            raise TransportError(TransportCause.TIMEOUT, _detail(exc)) from exc
+            sent = not isinstance(exc, httpx.ConnectTimeout)
+            raise TransportError(TransportCause.TIMEOUT, _detail(exc), sent=sent) from exc
         except httpx.RequestError as exc:
-            raise TransportError(TransportCause.NETWORK, _detail(exc)) from exc
+            sent = not isinstance(exc, httpx.ConnectError)
+            raise TransportError(TransportCause.NETWORK, _detail(exc), sent=sent) from exc
 
     async def aclose(self) -> None:
         await self._client.aclose()

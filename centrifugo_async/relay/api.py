@@ -121,6 +121,8 @@ class BatchResult:
     """What went wrong, for logs and dead letters (``RETRY`` and ``REFUSED``)."""
     cause: RetryCause | None = attrs.field(default=None)
     """Why the batch must be sent again: set with ``Verdict.RETRY``, and only then."""
+    unsent: bool = False
+    """``RETRY`` only: the request certainly never reached Centrifugo (no connection)."""
 
     @cause.validator
     def _cause_goes_with_retry(self, _: attrs.Attribute[RetryCause | None], value: object) -> None:
@@ -303,7 +305,12 @@ class CentrifugoAPI:
         try:
             response = await self._transport.post("/batch", batch_body(commands), headers)
         except TransportError as exc:
-            return BatchResult(Verdict.RETRY, reason=str(exc), cause=_TRANSPORT_CAUSES[exc.cause])
+            return BatchResult(
+                Verdict.RETRY,
+                reason=str(exc),
+                cause=_TRANSPORT_CAUSES[exc.cause],
+                unsent=not exc.sent,
+            )
         return classify_response(response.status, response.body, len(commands))
 
     async def check(self) -> BatchResult:

@@ -8,6 +8,7 @@ table (``settings.SETTINGS``, the fields of ``RelaySettings``)::
     [centrifugo] api_key          CENTRIFUGO_API_KEY                  --api-key
     [relay] max_batch             CENTRIFUGO_ASYNC_MAX_BATCH          --max-batch
     [late_delivery] "typing:*"    CENTRIFUGO_ASYNC_LATE_DELIVERY      --late-delivery
+    [freshness] "cursor:*"        CENTRIFUGO_ASYNC_FRESHNESS          --freshness
     ...
 
 Raw values are parsed by the setting's type (``KINDS``), the same way from each
@@ -40,6 +41,8 @@ from ..logs import mask_url
 from .settings import (
     ENV_PREFIX,
     SETTINGS,
+    Freshness,
+    FreshnessRule,
     InvalidSetting,
     LatePolicy,
     RelaySettings,
@@ -142,6 +145,29 @@ def _to_policies(value: object) -> tuple[LatePolicy, ...]:
     return tuple(LatePolicy(str(p), parse_duration_ms(d)) for p, d in pairs)
 
 
+def _to_freshness(value: object) -> tuple[FreshnessRule, ...]:
+    """A TOML table ``{pattern = mode}`` or ``"pattern=mode,pattern=mode"``."""
+    modes = ", ".join(repr(m.value) for m in Freshness)
+    if isinstance(value, str):
+        pairs = []
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            pattern, sep, mode = item.rpartition("=")
+            if not sep:
+                raise ValueError(f"expected PATTERN=MODE, got {item!r}")
+            pairs.append((pattern.strip(), mode.strip()))
+    elif isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        raise ValueError(f"not a table of channel pattern = mode: {value!r}")
+    rules = []
+    for pattern, mode in pairs:
+        try:
+            rules.append(FreshnessRule(str(pattern), Freshness(mode)))
+        except ValueError:
+            raise ValueError(f"mode for {pattern!r} must be one of {modes}, got {mode!r}") from None
+    return tuple(rules)
+
+
 def _optional_int(value: object) -> int | None:
     return None if value in (None, "", 0, "0") else _to_int(value)
 
@@ -163,6 +189,7 @@ KINDS: Mapping[object, ValueKind] = {
     float: ValueKind(_to_float, "SECONDS"),  # every float setting is a duration
     tuple[str, ...]: ValueKind(_to_patterns, "PATTERN,..."),
     tuple[LatePolicy, ...]: ValueKind(_to_policies, "PATTERN=AGE,..."),
+    tuple[FreshnessRule, ...]: ValueKind(_to_freshness, "PATTERN=MODE,..."),
 }
 """Per setting type (a ``RelaySettings`` annotation), how its values are read."""
 
@@ -301,9 +328,8 @@ def describe(settings: RelaySettings, origin: Mapping[str, str]) -> str:
         if whole_table:
             if not value:
                 lines.append(f"# (none){comment}")
-            for policy in value:
-                age = "never" if policy.max_age_ms is None else f"{policy.max_age_ms}ms"
-                lines.append(f'"{policy.pattern}" = "{age}"{comment}')
+            for rule in value:
+                lines.append(f'"{rule.pattern}" = "{_rule_value(rule)}"{comment}')
             continue
         lines.append(f"{key} = {_render(setting, value)}{comment}")
     return "\n".join(lines).strip() + "\n"
@@ -324,18 +350,28 @@ def effective(settings: RelaySettings, origin: Mapping[str, str]) -> dict[str, d
         elif isinstance(setting.check, Schemes) and isinstance(value, str):
             value = mask_url(value)
         elif isinstance(value, tuple):
-            value = [
-                {"pattern": v.pattern, "max_age_ms": v.max_age_ms}
-                if isinstance(v, LatePolicy)
-                else v
-                for v in value
-            ]
+            value = [_rule_json(v) for v in value]
         result[setting.name] = {
             "value": value,
             "toml": setting.toml,
             "source": origin.get(setting.name, "default"),
         }
     return result
+
+
+def _rule_value(rule: LatePolicy | FreshnessRule) -> str:
+    """The value of a whole-table setting's rule, as the TOML file writes it."""
+    if isinstance(rule, FreshnessRule):
+        return rule.mode.value
+    return "never" if rule.max_age_ms is None else f"{rule.max_age_ms}ms"
+
+
+def _rule_json(value: object) -> object:
+    if isinstance(value, LatePolicy):
+        return {"pattern": value.pattern, "max_age_ms": value.max_age_ms}
+    if isinstance(value, FreshnessRule):
+        return {"pattern": value.pattern, "mode": value.mode.value}
+    return value
 
 
 def _render(setting: Setting, value: object) -> str:

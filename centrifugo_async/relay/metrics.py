@@ -43,6 +43,13 @@ class RelayMetrics:
             ["shard"],
             registry=r,
         )
+        self.superseded = Counter(
+            "centrifugo_async_messages_superseded",
+            "Messages not sent because a newer version of their key was delivered or in hand "
+            "(monotonic and latest delivery).",
+            ["shard"],
+            registry=r,
+        )
         # error_class: a RetryCause value (timeout, http_5xx, http_429, http_other,
         # code_100, bad_reply, network).
         self.retried = Counter(

@@ -36,12 +36,15 @@ from ..logs import mask_url
 from ..protocol.keys import DEFAULT_PREFIX, prefix_problem
 from ..protocol.routing import MAX_SHARDS
 from ..tracing import INSTALL_HINT, opentelemetry_missing
+from .freshness import DEFAULT_FRESHNESS, Freshness
 
 __all__ = [
     "ENV_PREFIX",
     "SETTINGS",
     "Bounds",
     "Check",
+    "Freshness",
+    "FreshnessRule",
     "Host",
     "InvalidSetting",
     "LatePolicy",
@@ -216,6 +219,32 @@ class _ValidPolicies:
 
     def describe(self) -> str:
         return "ages like 500ms, 2s, 1.5m, 1h or never"
+
+
+@attrs.frozen
+class FreshnessRule:
+    """Freshness mode of the channels matching ``pattern`` (a glob like ``cursor:*``).
+
+    The first matching rule decides; a channel matching none is ``monotonic``
+    (``freshness.DEFAULT_FRESHNESS``). See ``relay.freshness`` for the modes.
+    """
+
+    pattern: str
+    mode: Freshness
+
+
+@attrs.frozen
+class _ValidFreshness:
+    """Freshness rules with a pattern each."""
+
+    def problem(self, value: tuple[FreshnessRule, ...]) -> str | None:
+        for rule in value:
+            if not rule.pattern:
+                return "has an empty channel pattern"
+        return None
+
+    def describe(self) -> str:
+        return "all, monotonic or latest"
 
 
 @attrs.frozen
@@ -441,6 +470,22 @@ class RelaySettings:
         check=Bounds(low=1, high=86_400),
         help="Seconds of lag after which /health reports a shard as stuck.",
     )
+    version_memory: int = _setting(
+        10_000,
+        toml="relay.version_memory",
+        check=Bounds(low=100, high=10_000_000),
+        help="(channel, key) pairs per shard whose last delivered version the relay "
+        "remembers for monotonic delivery: at least the last this many delivered, in "
+        "Redis (about twice as many at most).",
+    )
+    latest_lookahead: int = _setting(
+        10_000,
+        toml="relay.latest_lookahead",
+        check=Bounds(low=0, high=1_000_000),
+        help="Queued messages per shard the relay reads ahead of its batch for 'latest' "
+        "channels, to skip versions that a newer one in the queue supersedes; 0 looks "
+        "at the batch only.",
+    )
     late_delivery: tuple[LatePolicy, ...] = _setting(
         (),
         toml="late_delivery",
@@ -448,6 +493,16 @@ class RelaySettings:
         check=_ValidPolicies(),
         help="Per channel pattern, the age past which a message is dropped instead of "
         "delivered; the first matching pattern decides.",
+    )
+    freshness: tuple[FreshnessRule, ...] = _setting(
+        (),
+        toml="freshness",
+        converter=tuple,
+        check=_ValidFreshness(),
+        help="Per channel pattern, which versions of a key the relay sends: 'all' (every "
+        "version, in order), 'monotonic' (never one that is not newer than the last it "
+        "delivered; channels matching no pattern) or 'latest' (monotonic, and only the "
+        "newest of each key in hand); the first matching pattern decides.",
     )
     metrics_host: str = _setting(
         "127.0.0.1",
@@ -490,11 +545,18 @@ class RelaySettings:
         """How old a message for ``channel`` may be when delivered (None: any age)."""
         if ttl_ms is not None:
             return ttl_ms
-        return _channel_rules(self.late_delivery, self.forward_version, channel)[0]
+        return self._rules(channel)[0]
 
     def forwards_version(self, channel: str) -> bool:
         """Whether publications to ``channel`` carry Centrifugo's ``version``."""
-        return _channel_rules(self.late_delivery, self.forward_version, channel)[1]
+        return self._rules(channel)[1]
+
+    def freshness_of(self, channel: str) -> Freshness:
+        """Which versions of a key the relay sends on ``channel`` (``relay.freshness``)."""
+        return self._rules(channel)[2]
+
+    def _rules(self, channel: str) -> tuple[int | None, bool, Freshness]:
+        return _channel_rules(self.late_delivery, self.forward_version, self.freshness, channel)
 
 
 def _shown(default: object) -> str:
@@ -537,10 +599,17 @@ def setting_named(name: str) -> Setting:
 
 @functools.lru_cache(maxsize=8192)
 def _channel_rules(
-    late_delivery: tuple[LatePolicy, ...], forward_version: tuple[str, ...], channel: str
-) -> tuple[int | None, bool]:
-    """(max age, forward version) for a channel; cached, as channels repeat endlessly."""
+    late_delivery: tuple[LatePolicy, ...],
+    forward_version: tuple[str, ...],
+    freshness: tuple[FreshnessRule, ...],
+    channel: str,
+) -> tuple[int | None, bool, Freshness]:
+    """(max age, forward version, freshness) for a channel; cached, as channels repeat
+    endlessly."""
     max_age = next(
         (p.max_age_ms for p in late_delivery if fnmatch.fnmatchcase(channel, p.pattern)), None
     )
-    return max_age, any(fnmatch.fnmatchcase(channel, p) for p in forward_version)
+    mode = next(
+        (r.mode for r in freshness if fnmatch.fnmatchcase(channel, r.pattern)), DEFAULT_FRESHNESS
+    )
+    return max_age, any(fnmatch.fnmatchcase(channel, p) for p in forward_version), mode

@@ -42,11 +42,14 @@ class TransportError(Exception):
     """The request may or may not have reached the server; no usable response came back.
 
     The connection it used is closed; the caller decides whether to try again.
+    ``sent`` is False only when the request certainly never left (no connection
+    could be made): the server cannot have acted on it.
     """
 
-    def __init__(self, cause: TransportCause, detail: str) -> None:
+    def __init__(self, cause: TransportCause, detail: str, *, sent: bool = True) -> None:
         super().__init__(detail)
         self.cause = cause
+        self.sent = sent
 
 
 class Transport(Protocol):

@@ -19,8 +19,9 @@ order but does not stop at one that fails, so in ``[a, b, c]`` answered
 ``[ok, 100, ok]`` both ``a`` and ``c`` are accepted. ``b`` goes to the head of
 the pending messages and is resent first, yet it reaches Centrifugo after ``c``;
 when ``b`` and ``c`` share a key, subscribers see the newer version first and
-skip ``b`` as stale. The window then covers every remaining message again,
-unless it was narrowed to 1 to isolate a refused body: it stays 1.
+skip ``b`` as stale. (On monotonic channels the worker does not resend ``b``
+then: ``freshness.outdated``.) The window then covers every remaining message
+again, unless it was narrowed to 1 to isolate a refused body: it stays 1.
 """
 
 from __future__ import annotations

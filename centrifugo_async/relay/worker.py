@@ -9,16 +9,19 @@ One batch in flight per shard. Each round:
 2. Entries that are not valid envelopes, or break the JSON profile every SDK
    can decode (``protocol.ijson``), are dead-lettered with the rule they broke
    as the reason; expired ones (past ``ttl_ms``) are counted; the rest become
-   publish commands whose ``data`` is the envelope bytes, unchanged.
+   publish commands whose ``data`` is the envelope bytes, unchanged. On
+   monotonic and latest channels (``freshness``) the envelopes a newer version
+   of their key supersedes are dropped and counted as superseded.
 3. The commands go to ``/api/batch`` with ``parallel: false``. Retryable failures
    are retried with backoff while the shard waits; rejected commands are
    dead-lettered; a refused body is resent one command at a time to isolate it
    (each answer is settled by ``window.settle_window``).
 4. ``ACK`` (fenced) removes the batch from the in-flight list and records dead
-   letters and counters in one step. Claim and ack keep working when Redis is
-   at ``maxmemory`` (see ``protocol.scripts``), except an ack whose dead letters
-   would grow memory: that one is retried with backoff until Redis has room,
-   the batch staying in flight meanwhile, so no dead letter is ever dropped.
+   letters, counters and the versions just delivered in one step. Claim and ack
+   keep working when Redis is at ``maxmemory`` (see ``protocol.scripts``),
+   except an ack whose dead letters would grow memory: that one is retried with
+   backoff until Redis has room, the batch staying in flight meanwhile, so no
+   dead letter is ever dropped.
 """
 
 from __future__ import annotations
@@ -39,13 +42,25 @@ from ..exceptions import EnvelopeDecodeError, RelayFatalError
 from ..protocol.deadletter import DeadLetter, encode_dead_letter
 from ..protocol.envelope import channel_of, decode_envelope
 from ..protocol.keys import ShardKeys
-from ..protocol.scripts import ACK, ACK_GROWING, ACK_GROWS, CLAIM, LEASE_LOST
-from .api import BatchResult, CentrifugoAPI, Verdict, publish_command
+from ..protocol.scripts import ACK, ACK_GROWING, ACK_GROWS, CLAIM, DROP_SUPERSEDED, LEASE_LOST
+from .api import BatchResult, CentrifugoAPI, RetryCause, Verdict, publish_command
+from .freshness import (
+    Candidate,
+    Freshness,
+    decode_key_version,
+    latest_only,
+    newest,
+    outdated,
+    supersede,
+    version_field,
+)
 from .lease import LeaseKeeper
+from .lookahead import LookAhead
 from .metrics import RelayMetrics
 from .settings import RelaySettings
 from .tracing import BatchTracer
-from .window import Retry, settle_window
+from .versions import VersionMemory
+from .window import Retry, WindowOutcome, settle_window
 
 __all__ = ["ShardWorker"]
 
@@ -58,12 +73,17 @@ class _Item:
 
     raw: bytes
     channel: str | None = None
+    key: str = ""
+    version: int = 0
     ts: int = 0
     traceparent: str | None = None
     command: bytes | None = None
     delivered: bool = False
     expired: bool = False
     dead_letter: DeadLetter | None = None
+    candidate: Candidate | None = None
+    """Set on monotonic and latest channels (``freshness``)."""
+    superseded: bool = False
 
 
 @attrs.frozen
@@ -81,6 +101,7 @@ class _Counts:
     dead_lettered: int = 0
     retries: int = 0
     restarts: int = 0
+    superseded: int = 0
 
 
 class _LeaseLost(Exception):
@@ -111,6 +132,11 @@ class ShardWorker:
         self._ack = client.register_script(ACK.source)
         self._ack_growing = client.register_script(ACK_GROWING.source)
         self._tracer = BatchTracer() if settings.tracing else None
+        self._versions = VersionMemory(client, keys)
+        self._lookahead = LookAhead(settings.latest_lookahead, self._classify_queued)
+        self._drop_superseded = client.register_script(DROP_SUPERSEDED.source)
+        self._unsent: tuple[str, int] | None = None
+        """(lease, size) of the batch this worker claimed and has not sent a byte of yet."""
         self.counts = _Counts()
         self._last_internal_error: str | None = None
         """The traceback of an ``internal`` dead letter is logged once per distinct error."""
@@ -169,21 +195,30 @@ class ShardWorker:
 
     async def _claim_batch(self, lease: str) -> tuple[bool, list[bytes]]:
         s = self._settings
+        await self._drop_superseded_head(lease)
         try:
             reply = await self._claim(
                 keys=[self.keys.queue, self.keys.inflight, self.keys.lease],
                 args=[lease, s.max_batch, s.max_batch_bytes],
             )
         except redis.exceptions.ResponseError as exc:
+            self._lookahead.forget()
             if str(exc).startswith(LEASE_LOST):
                 raise _LeaseLost from None
             raise
+        except redis.exceptions.RedisError:
+            self._lookahead.forget()
+            raise
+        self._lookahead.claimed(lease, 0 if reply[0] else len(reply) - 1)
+        if not reply[0]:
+            self._unsent = (lease, len(reply) - 1)
         return bool(reply[0]), reply[1:]
 
     async def _process(self, entries: list[bytes], redelivery: bool, lease: str) -> None:
         if redelivery:
             log.info("redelivering in-flight", extra={"shard": self.shard, "count": len(entries)})
         items = [self._prepare(raw) for raw in entries]
+        await self._supersede(items, redelivery, lease)
         outgoing = [_Outgoing(i, i.command) for i in items if i.command is not None]
         if not await self._deliver(outgoing, lease):
             return
@@ -220,6 +255,7 @@ class ShardWorker:
             item.dead_letter = self._dead_letter(item, exc.reason, str(exc))
             return item
         item.channel = channel = envelope.channel
+        item.key, item.version = envelope.key, envelope.version
         item.ts = envelope.ts
         item.traceparent = envelope.traceparent
         settings = self._settings
@@ -236,6 +272,130 @@ class ShardWorker:
         )
         return item
 
+    # -- freshness (relay/freshness.py) ---------------------------------------------
+
+    async def _supersede(self, items: Sequence[_Item], redelivery: bool, lease: str) -> None:
+        """Drop, on monotonic and latest channels, what a newer version of its key supersedes.
+
+        A redelivered batch is sent latest-wins on every such channel (see
+        ``relay.freshness``): an earlier attempt may have published any part of it.
+        Unless this worker claimed it under this lease and never sent it (a Redis
+        error before the first send): then nothing of it was published.
+        """
+        if redelivery and self._unsent == (lease, len(items)):
+            redelivery = False
+        mode_of = self._settings.freshness_of
+        modes: dict[str, Freshness] = {}
+        latest = False
+        for item in items:
+            channel = item.channel
+            if item.command is None or channel is None:
+                continue
+            mode = modes.get(channel)
+            if mode is None:
+                mode = modes[channel] = mode_of(channel)
+            if mode is Freshness.ALL:
+                continue
+            latest = latest or mode is Freshness.LATEST
+            item.candidate = Candidate(
+                version_field(channel, item.key),
+                item.version,
+                redelivery or mode is Freshness.LATEST,
+            )
+        candidates = [item.candidate for item in items]
+        if not any(candidates):
+            return
+        known = await self._versions.known(lease, (c.field for c in candidates if c))
+        ahead: dict[str, int] = {}
+        if redelivery:
+            ahead = await self._newest_in_flight(len(items))
+        if latest and self._lookahead.limit:
+            queued = await self._lookahead.newest(self._redis, self.keys.queue)
+            ahead = newest([*ahead.items(), *queued.items()])
+        for item, stale in zip(items, supersede(candidates, known, ahead), strict=True):
+            if stale:
+                item.command, item.superseded = None, True
+
+    async def _newest_in_flight(self, claimed: int) -> dict[str, int]:
+        """The newest version per field in the in-flight list beyond the redelivered batch."""
+        rest = await self._redis.lrange(self.keys.inflight, claimed, -1)
+        found = []
+        for raw in rest:
+            entry = decode_key_version(raw)
+            if entry is not None and self._may_supersede(entry.channel, entry.ttl_ms):
+                found.append((version_field(entry.channel, entry.key), entry.version))
+        return newest(found)
+
+    def _may_supersede(self, channel: str, ttl_ms: int | None) -> bool:
+        """An envelope of ``channel`` that is sure to be sent unless superseded itself."""
+        settings = self._settings
+        mode = settings.freshness_of(channel)
+        return mode is not Freshness.ALL and settings.max_age_ms(channel, ttl_ms) is None
+
+    def _classify_queued(self, channel: str, ttl_ms: int | None) -> tuple[bool, bool]:
+        """(on a latest channel, may stand in for older versions), for the look-ahead."""
+        latest = self._settings.freshness_of(channel) is Freshness.LATEST
+        return latest, latest and self._may_supersede(channel, ttl_ms)
+
+    async def _drop_superseded_head(self, lease: str) -> None:
+        """Latest-wins: drop, without claiming them, the queued entries at the head that
+        a newer version queued behind supersedes (``lookahead.LookAhead``)."""
+        run = self._lookahead.superseded_head(lease)
+        if run is None:
+            return
+        try:
+            dropped = await self._drop_superseded(
+                keys=[self.keys.queue, self.keys.lease, self.keys.state],
+                args=[lease, run.count, run.head_sha1],
+            )
+        except redis.exceptions.RedisError as exc:
+            self._lookahead.forget()
+            if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(LEASE_LOST):
+                raise _LeaseLost from None
+            raise
+        if not dropped:
+            self._lookahead.forget()  # the head is not what was read: read again
+            return
+        self._lookahead.dropped(dropped)
+        self.counts.superseded += dropped
+        self._metrics.superseded.labels(self._label).inc(dropped)
+        log.info("superseded", extra={"shard": self.shard, "count": dropped})
+
+    def _retry_newest(
+        self, outcome: WindowOutcome[_Outgoing], delivered: dict[str, int], result: BatchResult
+    ) -> tuple[Sequence[_Outgoing], int, Retry | None]:
+        """Before a retry, leave out what would publish a key's version after a newer one.
+
+        After a code 100: what a version of its key delivered since supersedes
+        (``delivered`` gathers, over the answers to one batch that asked for a
+        retry, the newest version delivered per field). After an uncertain
+        answer (timeout, lost connection, 5xx...): everything but the newest
+        version of each key, as any part of the batch may have been published;
+        unless the request never left (no connection): then it goes out whole.
+        """
+        pending, window, retry = outcome.pending, outcome.window, outcome.retry
+        if retry is None or result.unsent:
+            return pending, window, retry
+        if retry.cause is RetryCause.CODE_100:
+            accepted = [(c.field, c.version) for o in outcome.delivered if (c := o.item.candidate)]
+            delivered.update(newest([*delivered.items(), *accepted]))
+            kept, dropped = outdated(pending, delivered, lambda o: o.item.candidate)
+        else:
+            kept, dropped = latest_only(pending, lambda o: o.item.candidate)
+        if not dropped:
+            return pending, window, retry
+        for sent in dropped:
+            sent.item.superseded = True
+        window = len(kept) if window > 1 else 1
+        if retry.cause is RetryCause.CODE_100:
+            gone = {id(o) for o in dropped}
+            retried = retry.count - sum(id(o) in gone for o in pending[: retry.count])
+        else:  # the batch failed: back off before the next one, whatever it holds now
+            retried = min(window, len(kept))
+        return tuple(kept), window, attrs.evolve(retry, count=retried) if retried else None
+
+    # ---------------------------------------------------------------------------------
+
     async def _deliver(self, pending: Sequence[_Outgoing], lease: str) -> bool:
         """Send until every item is delivered or dead-lettered.
 
@@ -247,6 +407,7 @@ class ShardWorker:
         failures = 0
         window = len(pending)
         first_attempt = True
+        delivered: dict[str, int] = {}
         while pending:
             if self._leases.value(self.shard) != lease:
                 log.warning(
@@ -258,6 +419,7 @@ class ShardWorker:
             first_attempt = False
             head = pending[:window]
             started = time.perf_counter()
+            self._unsent = None
             result = await self._send(head)
             self._metrics.request_latency.observe(time.perf_counter() - started)
             self._metrics.batch_size.observe(len(head))
@@ -276,9 +438,9 @@ class ShardWorker:
                     "batch refused, isolating",
                     extra={"shard": self.shard, "size": window, "reason": result.reason},
                 )
-            pending, window = outcome.pending, outcome.window
-            if outcome.retry is not None:
-                await self._retry_later(outcome.retry, backoff.delay(failures))
+            pending, window, retry = self._retry_newest(outcome, delivered, result)
+            if retry is not None:
+                await self._retry_later(retry, backoff.delay(failures))
                 failures += 1
             elif result.verdict is Verdict.REPLIES:
                 failures = 0
@@ -298,21 +460,36 @@ class ShardWorker:
         letters = [encode_dead_letter(i.dead_letter) for i in items if i.dead_letter]
         delivered = sum(i.delivered for i in items)
         expired = sum(i.expired for i in items)
-        keys = [self.keys.inflight, self.keys.lease, self.keys.state, self.keys.dlq]
+        superseded = sum(i.superseded for i in items)
+        versions = newest((c.field, c.version) for i in items if i.delivered and (c := i.candidate))
+        k = self.keys
+        keys = [k.inflight, k.lease, k.state, k.dlq, k.versions, k.versions_old]
         counts = [lease, len(items), delivered, expired]
+        fresh: list[object] = [superseded, self._settings.version_memory, len(versions)]
+        fresh += [part for pair in versions.items() for part in pair]
         try:
-            await self._fenced(self._ack, keys, [*counts, "1", *letters])
-        except redis.exceptions.ResponseError as exc:
-            if not str(exc).startswith(ACK_GROWS):
-                raise
-            if not await self._ack_when_room(keys, [*counts, "0", *letters], lease, len(letters)):
-                return
+            try:
+                await self._fenced(self._ack, keys, [*counts, "1", *fresh, *letters])
+            except redis.exceptions.ResponseError as exc:
+                if not str(exc).startswith(ACK_GROWS):
+                    raise
+                args = [*counts, "0", *fresh, *letters]
+                if not await self._ack_when_room(keys, args, lease, len(letters)):
+                    return
+        except redis.exceptions.RedisError:
+            self._versions.forget()  # the ack may have written versions after all
+            raise
+        self._versions.recorded(lease, versions)
         self.counts.delivered += delivered
         self.counts.expired += expired
         self.counts.dead_lettered += len(letters)
+        self.counts.superseded += superseded
         self._record(items, delivered, expired)
         if expired:
             log.info("expired", extra={"shard": self.shard, "count": expired})
+        if superseded:
+            self._metrics.superseded.labels(self._label).inc(superseded)
+            log.info("superseded", extra={"shard": self.shard, "count": superseded})
 
     async def _ack_when_room(
         self, keys: list[str], args: list[object], lease: str, letters: int

@@ -32,6 +32,10 @@ from devstack import (
 # within a few seconds (the default, 10 s, is meant for production).
 RELAY_LEASE_TTL = "3"
 DATABASE = "price_board"
+# Every version reaches the page, so that what the page's version gate does
+# (drop stale and repeated versions) shows; the relay's default (monotonic
+# delivery) would drop injected old versions itself, as superseded.
+RELAY_FRESHNESS = "*=all"
 
 
 class LocalStack:
@@ -56,6 +60,8 @@ class LocalStack:
             str(shards),
             "--lease-ttl",
             RELAY_LEASE_TTL,
+            "--freshness",
+            RELAY_FRESHNESS,
         )
         self.postgres = PostgresServer() if outbox else None
         self.postgres_dsn: str | None = None

@@ -30,7 +30,9 @@ describe('node integration: Python publisher -> relay -> Centrifugo -> centrifug
   }
 
   before(async () => {
-    devstack = await startDevstack({ shards: 4 })
+    // The relay sends every version (freshness 'all'): the injected stale and
+    // duplicate versions must reach the gate, which is what this test checks.
+    devstack = await startDevstack({ shards: 4, freshness: '*=all' })
   })
 
   after(async () => {

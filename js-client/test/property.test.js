@@ -20,6 +20,14 @@
  * that only a reload told the page about would bring the object back (see
  * docs/client.md, deletes).
  *
+ * Between the backend and the network sits the relay's freshness (relay(), the
+ * model of the relay's relay/freshness.py): every version ('all'), never one
+ * older than it delivered ('monotonic', the relay's default), or also only the
+ * newest version of a key it has in hand ('latest'), dropping the rest as
+ * superseded; its memory may forget keys (a few keys per generation, as the
+ * version memory in Redis does with many). With tombstones any of these may
+ * run; without, the relay is monotonic or latest and never forgets.
+ *
  * The Python twin runs the same model (tests/client/test_property.py).
  */
 import assert from 'node:assert/strict'
@@ -49,6 +57,29 @@ async function flush() {
   for (let i = 0; i < 8; i++) await null
 }
 
+/**
+ * The relay's freshness as the subscriber sees it: superseded(message, inFlight)
+ * says whether the relay drops the envelope instead of sending it, and remembers
+ * it if not. memory: keys per generation (undefined: it never forgets).
+ */
+function relay(mode, memory) {
+  let current = new Map()
+  let old = new Map()
+  const superseded = ({ key, version }, inFlight) => {
+    if (mode === 'all') return false
+    if (mode === 'latest' && inFlight.some(m => m.key === key && m.version > version)) return true
+    // Equal versions pass: a redelivery after a crash repeats one.
+    if (version < Math.max(current.get(key) ?? -1, old.get(key) ?? -1)) return true
+    current.set(key, Math.max(version, current.get(key) ?? -1))
+    if (memory !== undefined && current.size >= memory) {
+      old = current
+      current = new Map()
+    }
+    return false
+  }
+  return { superseded }
+}
+
 async function run(seed) {
   const rng = random(seed)
   const log = []
@@ -74,6 +105,9 @@ async function run(seed) {
   }
 
   const tombstones = rng.chance(0.5)
+  const modes = tombstones ? ['all', 'monotonic', 'latest'] : ['monotonic', 'latest']
+  const memories = tombstones ? [undefined, 1, 2, 3] : [undefined]
+  const freshness = relay(modes[rng.below(modes.length)], memories[rng.below(memories.length)])
   const subscription = new FakeSubscription()
   const pendingLoads = []
   const pendingFetches = []
@@ -139,7 +173,6 @@ async function run(seed) {
   // The network: envelopes in flight, each to be delivered once or more.
   let inFlight = []
   let connected = false
-  const sent = new Map() // key -> newest version sent (the monotonic sender's memory)
   const commit = () => {
     const key = KEYS[rng.below(KEYS.length)]
     const row = backend.get(key)
@@ -150,9 +183,9 @@ async function run(seed) {
   }
   const deliver = () => {
     const [message] = inFlight.splice(rng.below(inFlight.length), 1)
-    if (!tombstones) {
-      if (message.version < (sent.get(message.key) ?? -1)) return // superseded: not sent
-      sent.set(message.key, message.version)
+    if (freshness.superseded(message, inFlight)) {
+      log.push(`superseded ${message.key}@${message.version}`)
+      return
     }
     if (!connected) return // lost while disconnected: only a reload repairs it
     if (message.deleted) subscription.publishDelete(message.key, message.version)

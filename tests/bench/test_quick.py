@@ -46,6 +46,7 @@ DATABASE_SYSTEMS = {"outbox", "outbox-combined", "postgresql"}
 def test_every_system_ran(quick_run: dict[str, Any]) -> None:
     names = {s["system"] for s in quick_run["systems"]}
     assert {"naive-ordered", "naive-parallel", "ceiling", "relay-16x1", "relay-1x2"} <= names
+    assert "relay-16x1-all" in names, "the default relay with monotonic delivery off"
     assert names >= DATABASE_SYSTEMS
     assert any(name.startswith("stream-") for name in names)
     errors = {s["system"]: s["error"] for s in quick_run["systems"] if "error" in s}
@@ -95,3 +96,22 @@ def test_database_systems_keep_per_key_order(quick_run: dict[str, Any]) -> None:
         assert not any(inversions.values()), (system["system"], inversions)
         assert system["throughput"]["cpu_seconds"].get("postgres"), system["system"]
         assert system["drain"]["complete"], system["drain"]
+
+
+def test_the_catch_up_reaches_every_key_with_about_one_publication_per_key_with_latest(
+    quick_run: dict[str, Any],
+) -> None:
+    """After a backlog, both modes bring every key to its last version without an
+    inversion; latest-wins gets there with one publication per key (the quick backlog
+    fits the look-ahead), monotonic delivery sends every version."""
+    catchup = quick_run["catchup"]
+    modes = catchup["modes"]
+    assert set(modes) == {"monotonic", "latest"}
+    for run in modes.values():
+        assert "error" not in run, run
+        assert run["complete"] and run["inversions"] == 0, run
+    assert modes["monotonic"]["publications"] == catchup["messages"]
+    keys = modes["latest"]["keys_in_backlog"]
+    assert keys > 0.9 * catchup["keys"], "the workload's keys (a few may draw no update)"
+    assert modes["latest"]["publications"] == keys
+    assert modes["latest"]["superseded"] == catchup["messages"] - keys

@@ -16,10 +16,15 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=defaults.keys)
     parser.add_argument("--seconds", type=float, default=defaults.seconds)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--freshness", default=defaults.freshness, help="the relays' --freshness")
     parser.add_argument("--report", default="chaos-report.json")
     args = parser.parse_args()
     config = ChaosConfig(
-        messages=args.messages, keys=args.keys, seconds=args.seconds, seed=args.seed
+        messages=args.messages,
+        keys=args.keys,
+        seconds=args.seconds,
+        seed=args.seed,
+        freshness=args.freshness,
     )
     report, content = asyncio.run(run_chaos(config))
     write_report(args.report, content)

@@ -70,6 +70,11 @@ class ChaosConfig:
     kill_every: float = 3.0
     drain_timeout: float = 120.0
     seed: int = 1
+    freshness: str = "*=all"
+    """The relays' ``--freshness``. Every version, by default: the checks are those of
+    at-least-once delivery (nothing lost, no ``seq`` gap, one ack per message), and
+    monotonic delivery (the relay's default) leaves superseded versions out on
+    purpose; with it, the paused relay's late request is its documented limit."""
 
 
 @attrs.define
@@ -251,6 +256,8 @@ class Chaos:
             str(LEASE_TTL),
             "--request-timeout",
             str(REQUEST_TIMEOUT),
+            "--freshness",
+            self.config.freshness,
             "--log-level",
             "warning",
         ).start()

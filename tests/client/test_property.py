@@ -13,6 +13,14 @@ everything is delivered the app shows exactly the backend's live objects. Half o
 the seeds load snapshots with tombstones and let the network re-send any old
 version; the other half load live objects only, with a network that behaves like
 a relay with monotonic delivery.
+
+Between the backend and the network sits the relay's freshness (``Relay``, the
+model of relay/freshness.py): every version (``all``), never one older than it
+delivered (``monotonic``, the relay's default) or also only the newest of a key
+it has in hand (``latest``), dropping the rest as superseded; its memory may
+forget keys (a few keys per generation, as the version memory in Redis does
+with many). With tombstones any of these may run; without, the relay is
+monotonic or latest and never forgets (forgetting is the documented limit).
 """
 
 from __future__ import annotations
@@ -34,11 +42,40 @@ class Failed(AssertionError):
     pass
 
 
+class Relay:
+    """The relay's freshness, as the subscriber sees it (module docstring)."""
+
+    def __init__(self, mode: str, memory: int | None) -> None:
+        self.mode = mode
+        self.memory = memory
+        """Keys per generation; None: it never forgets."""
+        self.current: dict[str, int] = {}
+        self.old: dict[str, int] = {}
+
+    def superseded(self, key: str, version: int, in_flight: list[tuple[str, int, bool]]) -> bool:
+        """Whether the relay drops this envelope instead of sending it (and remembers it if not)."""
+        if self.mode == "all":
+            return False
+        if self.mode == "latest" and any(k == key and v > version for k, v, _ in in_flight):
+            return True
+        if version < max(self.current.get(key, -1), self.old.get(key, -1)):
+            return True  # equal versions pass: a redelivery after a crash repeats one
+        self.current[key] = max(version, self.current.get(key, -1))
+        if self.memory is not None and len(self.current) >= self.memory:
+            self.old, self.current = self.current, {}
+        return False
+
+
 class Model:
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.tombstones = self.rng.random() < 0.5
+        if self.tombstones:
+            mode = self.rng.choice(("all", "monotonic", "latest"))
+            self.relay = Relay(mode, self.rng.choice((None, 1, 2, 3)))
+        else:
+            self.relay = Relay(self.rng.choice(("monotonic", "latest")), None)
         self.backend: dict[str, tuple[int, bool]] = {}  # key -> (version, deleted)
         self.store: dict[str, int] = {}
         self.shown: dict[str, int] = {}
@@ -46,7 +83,6 @@ class Model:
         self.loads: list[asyncio.Future[LoadResult]] = []
         self.fetches: list[tuple[str, asyncio.Future[Fetched]]] = []
         self.in_flight: list[tuple[str, int, bool]] = []
-        self.sent: dict[str, int] = {}
         self.connected = False
         self.tasks: set[asyncio.Task[bool]] = set()
         self.problems: list[str] = []
@@ -170,10 +206,9 @@ class Model:
     async def deliver(self) -> None:
         message = self.in_flight.pop(self.rng.randrange(len(self.in_flight)))
         key, version, deleted = message
-        if not self.tombstones:
-            if version < self.sent.get(key, -1):
-                return  # superseded: a monotonic relay does not send it
-            self.sent[key] = version
+        if self.relay.superseded(key, version, self.in_flight):
+            self.log.append(f"superseded {key}@{version}")
+            return
         if not self.connected:
             return  # lost while disconnected: only a reload repairs it
         if deleted:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 from centrifuge import Client, SubscribedContext, Subscription  # type: ignore[import-untyped]
@@ -27,6 +28,7 @@ from centrifugo_async.client import (
     UpdateCallback,
 )
 from centrifugo_async.relay import RelaySettings
+from centrifugo_async.relay.settings import Freshness, FreshnessRule
 from devstack import DEV_API_KEY, CentrifugoServer
 from devstack.services import DEV_HMAC_SECRET
 
@@ -106,6 +108,13 @@ async def client(centrifugo: CentrifugoServer) -> AsyncIterator[Client]:
     yield client
     async with asyncio.timeout(10):
         await client.disconnect()
+
+
+@pytest.fixture
+def relay_settings(relay_settings: RelaySettings) -> RelaySettings:
+    """A relay that sends every version (freshness ``all``): these tests publish stale
+    and repeated versions on purpose, for the helper's gate to drop."""
+    return attrs.evolve(relay_settings, freshness=(FreshnessRule("*", Freshness.ALL),))
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from centrifugo_async import AsyncPublisher, Keyspace, Message, shard_for
 from centrifugo_async.admin import iter_dead_letters
 from centrifugo_async.cli import ExitCode
 from centrifugo_async.relay import RelaySettings, serve
+from centrifugo_async.relay.settings import Freshness, FreshnessRule
 from devstack import DEV_API_KEY, CentrifugoServer, RelayProcess
 from tests.support.checks import order_inversions, published_pairs
 from tests.support.fake_centrifugo import FakeCentrifugo, Hang
@@ -72,10 +73,22 @@ def new_relay(
 async def proxied_relay(
     started: list[RelayProcess], redis_url: str, proxy: RecordingProxy, relay_id: str
 ) -> RelayProcess:
-    """A relay process that reaches Centrifugo through the recording proxy."""
+    """A relay process that reaches Centrifugo through the recording proxy.
+
+    It sends every version (freshness ``all``), so that a redelivered batch goes
+    out whole; test_freshness.py covers redelivery with monotonic delivery.
+    """
     api_url = await proxy.endpoint(relay_id)
     relay = RelayProcess(
-        redis_url, api_url, DEV_API_KEY, "--relay-id", relay_id, "--lease-ttl", "2"
+        redis_url,
+        api_url,
+        DEV_API_KEY,
+        "--relay-id",
+        relay_id,
+        "--lease-ttl",
+        "2",
+        "--freshness",
+        "*=all",
     )
     started.append(relay)
     return relay.start()
@@ -164,6 +177,7 @@ async def test_stop_while_centrifugo_hangs_keeps_the_batch_for_the_next_start(
             retry_initial=0.05,
             retry_max=0.5,
             request_timeout=1.0,
+            freshness=(FreshnessRule("*", Freshness.ALL),),  # the in-flight batch goes out whole
         )
         stop = asyncio.Event()
         relay = asyncio.create_task(serve(settings, stop=stop))

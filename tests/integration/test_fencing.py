@@ -87,7 +87,9 @@ async def start_relay(
 
 
 def messages(channel: str, versions: range) -> list[Message]:
-    return [Message(channel, {"v": v}, "doc", v) for v in versions]
+    """One key per message: the relay's monotonic delivery (the default) then drops
+    nothing, not even from a redelivered batch, and every send stays visible."""
+    return [Message(channel, {"v": v}, f"doc-{v}", v) for v in versions]
 
 
 def in_flight_seqs(redis_url: str) -> list[int]:

@@ -135,10 +135,16 @@ async def test_a_full_redis_drains_by_itself_and_keeps_its_dead_letter(
             await asyncio.wait_for(relay, 20)
 
     delivered = [p["data"] for p in fake.accepted]
-    assert len({(e["key"], e["version"]) for e in delivered}) == published + 1
-    assert order_inversions(delivered) == 0
+    pairs = {(e["key"], e["version"]) for e in delivered}
     stats = shard_stats(full_redis.url, SHARDS)
-    assert sum(s.delivered for s in stats) == published + 1
+    # Monotonic delivery (the default), its version memory written at maxmemory too:
+    # a batch Centrifugo answered 503 goes out again latest-wins, so the versions it
+    # held below a key's newest are superseded instead; nothing else is missing.
+    assert len(pairs) + sum(s.superseded for s in stats) == published + 1
+    newest = {key: version for key, version in versions.items() if version}
+    assert set({**newest, keys[0]: 10**6}.items()) <= pairs, "every key's newest arrived"
+    assert order_inversions(delivered) == 0
+    assert sum(s.delivered for s in stats) == len(pairs) == len(delivered)
     letters = [e.letter for e in iter_dead_letters(client, keyspace)]
     assert [(letter.reason, letter.original) for letter in letters if letter] == [
         ("invalid_envelope", b"not an envelope")

@@ -52,8 +52,9 @@ def claim(client: redis.Redis, lease: str, max_count: int = 100) -> list[object]
 
 
 def ack(client: redis.Redis, lease: str, count: int, *letters: bytes) -> object:
-    keys = [SHARD.inflight, SHARD.lease, SHARD.state, SHARD.dlq]
-    return run(client, ACK, keys, lease, count, count - len(letters), 0, "0", *letters)
+    keys = [SHARD.inflight, SHARD.lease, SHARD.state, SHARD.dlq, SHARD.versions, SHARD.versions_old]
+    delivered = count - len(letters)
+    return run(client, ACK, keys, lease, count, delivered, 0, "0", 0, 100, 0, *letters)
 
 
 def acquire(

@@ -19,7 +19,7 @@ import redis
 from centrifugo_async import AsyncPublisher, Message, shard_for
 from centrifugo_async.cli import ExitCode
 from centrifugo_async.relay import RelaySettings, serve
-from centrifugo_async.relay.settings import LatePolicy
+from centrifugo_async.relay.settings import Freshness, FreshnessRule, LatePolicy
 from devstack import DEV_API_KEY, CentrifugoServer, RedisServer, RelayProcess, free_port
 from tests.support.checks import order_inversions, published_pairs
 from tests.support.logs import json_line_problems, log_records
@@ -202,7 +202,12 @@ async def test_late_delivery_policy_drops_only_matching_channels(
 async def test_version_forwarding_lets_centrifugo_drop_stale_versions(
     relay_settings: RelaySettings, centrifugo: CentrifugoServer
 ) -> None:
-    settings = attrs.evolve(relay_settings, forward_version=("obj:single-*",))
+    # Freshness "all": the relay itself sends the stale update on, for Centrifugo to drop.
+    settings = attrs.evolve(
+        relay_settings,
+        forward_version=("obj:single-*",),
+        freshness=(FreshnessRule("*", Freshness.ALL),),
+    )
     channels = ["obj:single-doc", "obj:plain-doc"]
     stop = asyncio.Event()
     async with Subscriber(centrifugo.ws_url, channels) as subscriber:

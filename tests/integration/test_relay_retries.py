@@ -4,6 +4,11 @@ Redis is real; Centrifugo is the scripted fake (``tests/support/fake_centrifugo`
 on loopback, so each failure class can be produced on demand and every request
 the relay sends is recorded, while the relay runs its production HTTP path: the
 lean HTTP/1.1 client that ``serve()`` picks for an ``http://`` URL.
+
+The relay here sends every version (freshness ``all``): most tests publish many
+versions of one key and check that each one arrives, in the order the retry
+rules give. With monotonic delivery (the default) a resent batch leaves out
+what a newer version of its key supersedes: tests/integration/test_freshness.py.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from centrifugo_async import CentrifugoAuthError, Keyspace, Message, Publisher
 from centrifugo_async.admin import iter_dead_letters
 from centrifugo_async.relay import RelaySettings, serve
 from centrifugo_async.relay.metrics import RelayMetrics
+from centrifugo_async.relay.settings import Freshness, FreshnessRule
 from tests.support.fake_centrifugo import (
     Accept,
     Behaviour,
@@ -77,6 +83,7 @@ def settings(redis_url: str, fake: FakeCentrifugo) -> RelaySettings:
         idle_wait=0.1,
         retry_initial=0.01,
         retry_max=0.05,
+        freshness=(FreshnessRule("*", Freshness.ALL),),
     )
 
 
@@ -215,7 +222,10 @@ async def test_every_kind_of_failure_is_retried_and_counted_by_its_cause(
     )
     metrics = RelayMetrics()
     await relay_through(
-        attrs.evolve(settings, request_timeout=0.3), fake, expected=40, metrics=metrics
+        attrs.evolve(settings, request_timeout=0.3),
+        fake,
+        expected=40,
+        metrics=metrics,
     )
     assert fake.unused == ()
     # Version 1 got code 100 while 2..40 were accepted: it goes out again, last.

@@ -30,6 +30,21 @@ RETRIES = (
     "tests/integration/test_relay_retries.py"
     "::test_code_100_is_retried_and_other_codes_are_dead_lettered"
 )
+FRESHNESS = "tests/integration/test_freshness.py"
+REPLAY_MONOTONIC = (
+    f"{FRESHNESS}::test_a_dead_letter_replay_after_newer_versions_never_moves_a_key_backwards"
+)
+REDELIVERY_MONOTONIC = (
+    f"{FRESHNESS}::test_a_redelivery_past_the_idempotency_window_never_goes_backwards"
+)
+LEFTOVERS_LATEST = f"{FRESHNESS}::test_leftovers_in_flight_are_sent_latest_wins"
+CODE_100_NEWEST = f"{FRESHNESS}::test_after_a_code_100_only_what_is_still_newest_is_retried"
+CATCH_UP = f"{FRESHNESS}::test_a_latest_channel_catches_up_with_one_publication_per_key"
+UNCERTAIN = f"{FRESHNESS}::test_a_batch_resent_after_an_uncertain_answer_is_sent_latest_wins"
+DROP_HEAD_CHECK = (
+    "tests/integration/test_freshness_scripts.py"
+    "::test_nothing_is_dropped_unless_the_head_is_the_entry_read_first"
+)
 
 
 @attrs.frozen
@@ -219,5 +234,81 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         (RETRIES,),
+    ),
+    Mutant(
+        "versions-not-remembered",
+        "the ACK script does not record the versions it acknowledges",
+        (
+            Patch(
+                SCRIPTS,
+                "    redis.call('HSET', KEYS[5], unpack(ARGV, i, math.min(i + 1023, last_pair)))\n",
+                "",
+            ),
+        ),
+        (REPLAY_MONOTONIC,),
+    ),
+    Mutant(
+        "nothing-superseded",
+        "the relay sends what a newer version of its key superseded",
+        (
+            Patch(
+                WORKER,
+                "            if stale:\n"
+                "                item.command, item.superseded = None, True\n",
+                "            if False:\n"
+                "                item.command, item.superseded = None, True\n",
+            ),
+        ),
+        (CATCH_UP, REPLAY_MONOTONIC),
+    ),
+    Mutant(
+        "redelivery-sent-whole",
+        "a redelivered batch is sent whole, not latest-wins",
+        (
+            Patch(
+                WORKER,
+                "                redelivery or mode is Freshness.LATEST,\n",
+                "                mode is Freshness.LATEST,\n",
+            ),
+        ),
+        (LEFTOVERS_LATEST, REDELIVERY_MONOTONIC),
+    ),
+    Mutant(
+        "code-100-retries-outdated",
+        "after a code 100, a command a delivered newer version superseded is retried",
+        (
+            Patch(
+                WORKER,
+                "        kept, dropped = outdated("
+                "pending, delivered, lambda o: o.item.candidate)\n",
+                "        kept, dropped = list(pending), []\n",
+            ),
+        ),
+        (CODE_100_NEWEST,),
+    ),
+    Mutant(
+        "uncertain-retry-sent-whole",
+        "a batch resent after a timeout or a failure is sent whole, not latest-wins",
+        (
+            Patch(
+                WORKER,
+                "            kept, dropped = latest_only(pending, lambda o: o.item.candidate)\n",
+                "            kept, dropped = list(pending), []\n",
+            ),
+        ),
+        (UNCERTAIN,),
+    ),
+    Mutant(
+        "drop-superseded-without-head-check",
+        "the superseded head is dropped without checking it is what the relay read",
+        (
+            Patch(
+                SCRIPTS,
+                "if not head or redis.sha1hex(head) ~= ARGV[3] or "
+                "redis.call('LLEN', KEYS[1]) < count then\n",
+                "if not head then\n",
+            ),
+        ),
+        (DROP_HEAD_CHECK, CATCH_UP),
     ),
 )

@@ -157,15 +157,17 @@ async def test_unexpected_replies_are_retried(body: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "cause"),
+    ("error", "cause", "unsent"),
     [
-        (httpx.ConnectError("refused"), RetryCause.NETWORK),
-        (httpx.ReadTimeout("slow"), RetryCause.TIMEOUT),
-        (httpx.ConnectTimeout("slow"), RetryCause.TIMEOUT),
-        (httpx.RemoteProtocolError("eof"), RetryCause.NETWORK),
+        (httpx.ConnectError("refused"), RetryCause.NETWORK, True),
+        (httpx.ReadTimeout("slow"), RetryCause.TIMEOUT, False),
+        (httpx.ConnectTimeout("slow"), RetryCause.TIMEOUT, True),
+        (httpx.RemoteProtocolError("eof"), RetryCause.NETWORK, False),
     ],
 )
-async def test_network_errors_and_timeouts_are_retried(error: Exception, cause: RetryCause) -> None:
+async def test_network_errors_and_timeouts_are_retried(
+    error: Exception, cause: RetryCause, unsent: bool
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise error
 
@@ -174,6 +176,7 @@ async def test_network_errors_and_timeouts_are_retried(error: Exception, cause: 
     assert result.verdict is Verdict.RETRY
     assert type(error).__name__ in result.reason
     assert result.cause is cause
+    assert result.unsent is unsent, "unsent only when no connection was made"
 
 
 def test_a_retry_always_has_a_cause_and_only_a_retry() -> None:

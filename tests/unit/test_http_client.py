@@ -140,6 +140,7 @@ async def test_broken_replies_raise_a_network_transport_error(
     with pytest.raises(TransportError) as caught:
         await http.post("/x", b"")
     assert caught.value.cause is TransportCause.NETWORK
+    assert caught.value.sent
     assert server.unused == ()
     assert await http.post("/x", b"") == Response(200, b"ok"), "the client recovers"
     await http.aclose()
@@ -192,6 +193,7 @@ async def test_timeout_and_refused_connection(server: FakeCentrifugo) -> None:
     with pytest.raises(TransportError, match="no response within") as caught:
         await http.post("/x", b"")
     assert caught.value.cause is TransportCause.TIMEOUT
+    assert caught.value.sent, "the request left: the server may have acted on it"
     hang.released.set()
     await http.aclose()
 
@@ -201,6 +203,7 @@ async def test_timeout_and_refused_connection(server: FakeCentrifugo) -> None:
     with pytest.raises(TransportError) as caught:
         await refused.post("/x", b"")
     assert caught.value.cause is TransportCause.NETWORK
+    assert not caught.value.sent, "no connection: the request never left"
 
 
 async def test_centrifugo_api_turns_transport_errors_into_retries(server: FakeCentrifugo) -> None:

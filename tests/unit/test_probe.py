@@ -21,7 +21,7 @@ from centrifugo_async.protocol.probe import (
 )
 
 KEYSPACE = Keyspace(prefix="p", shards=3)
-COUNTERS = ("seq", "delivered", "expired", "dead_lettered", "lease_since_ms")
+COUNTERS = ("seq", "delivered", "expired", "dead_lettered", "lease_since_ms", "superseded")
 
 
 def envelope(ts: int) -> bytes:
@@ -97,7 +97,7 @@ def status_replies(
 
 def test_status_of_a_held_shard() -> None:
     probe = plan_status(Keyspace(prefix="p", shards=1))
-    replies = status_replies([b"41", b"30", b"2", b"3", b"9000"], b"relay-a#7", 4_200, dlq=3)
+    replies = status_replies([b"41", b"30", b"2", b"3", b"9000", b"6"], b"relay-a#7", 4_200, dlq=3)
     [status] = probe.read(replies)
     assert status == ShardStatus(
         depth=ShardDepth(shard=0, queued=2, in_flight=1, oldest_ts=1_000),
@@ -107,6 +107,7 @@ def test_status_of_a_held_shard() -> None:
         expired=2,
         dead_lettered=3,
         lease=ShardLease(owner="relay-a", epoch=7, since_ms=9_000, ttl_ms=4_200),
+        superseded=6,
     )
     assert status.lease is not None
     assert status.lease.age_ms(10_500) == 1_500
@@ -114,14 +115,15 @@ def test_status_of_a_held_shard() -> None:
 
 def test_a_fresh_shard_counts_zero_and_has_no_lease() -> None:
     probe = plan_status(Keyspace(prefix="p", shards=1))
-    [status] = probe.read(status_replies([None] * 5, None, -2))
+    [status] = probe.read(status_replies([None] * 6, None, -2))
     assert (status.seq, status.delivered, status.expired, status.dead_lettered) == (0, 0, 0, 0)
+    assert status.superseded == 0
     assert status.lease is None
 
 
 def test_a_free_shard_keeps_its_counters_but_shows_no_lease() -> None:
     probe = plan_status(Keyspace(prefix="p", shards=1))
-    [status] = probe.read(status_replies([b"5", b"5", b"0", b"0", b"9000"], None, -2))
+    [status] = probe.read(status_replies([b"5", b"5", b"0", b"0", b"9000", None], None, -2))
     assert status.delivered == 5
     assert status.lease is None  # lease_since_ms of the last holder is not shown
 
@@ -141,7 +143,7 @@ def test_a_free_shard_keeps_its_counters_but_shows_no_lease() -> None:
 )
 def test_lease_values(value: bytes, since: bytes | None, ttl_ms: int, expected: ShardLease) -> None:
     probe = plan_status(Keyspace(prefix="p", shards=1))
-    [status] = probe.read(status_replies([b"1", b"1", b"0", b"0", since], value, ttl_ms))
+    [status] = probe.read(status_replies([b"1", b"1", b"0", b"0", since, None], value, ttl_ms))
     assert status.lease == expected
     assert status.lease is not None
     assert (status.lease.age_ms(1_000) is None) == (expected.since_ms is None)

@@ -80,11 +80,13 @@ function spawnLogged(command, args, options) {
  * `python -m devstack up --relay --shards N --until-stdin-closes`: resolves with
  * its address line ({redis_url, api_url, api_key, ws_url, http_url, shards,
  * relay_log}) and `stop()`, which closes its stdin so it tears everything down.
+ * `freshness` is the relay's `--freshness` (default: the relay's own, monotonic).
  */
-export async function startDevstack({ shards = 4, timeoutMs = 90000 } = {}) {
+export async function startDevstack({ shards = 4, freshness = '', timeoutMs = 90000 } = {}) {
+  const freshnessArgs = freshness ? ['--relay-freshness', freshness] : []
   const { child, logs } = spawnLogged(
     python,
-    ['-m', 'devstack', 'up', '--relay', '--shards', String(shards), '--until-stdin-closes'],
+    ['-m', 'devstack', 'up', '--relay', '--shards', String(shards), ...freshnessArgs, '--until-stdin-closes'],
     { stdio: ['pipe', 'pipe', 'pipe'] }
   )
   child.stdout.setEncoding('utf8')
