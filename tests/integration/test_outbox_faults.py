@@ -261,7 +261,7 @@ async def test_redis_unavailable_for_a_while_rows_wait_in_the_outbox(
 
 
 async def test_a_hung_redis_times_out_and_the_forwarder_recovers_when_it_answers(
-    postgres_dsn: str,
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A Redis that accepts but never answers (SIGSTOPped) is a timeout, not a hang.
 
@@ -298,3 +298,9 @@ async def test_a_hung_redis_times_out_and_the_forwarder_recovers_when_it_answers
             for envelope in map(decode_envelope, client.lrange(keys.queue, 0, -1))  # type: ignore[arg-type]
         }
     assert queued == expected_pairs(committed_versions(postgres_dsn)), "every row reached Redis"
+    timeouts = [
+        r
+        for r in caplog.records
+        if r.getMessage() == "redis unavailable, rows wait" and "Timeout" in r.error  # type: ignore[attr-defined]
+    ]
+    assert timeouts, "the forwarder logs the timeout"
