@@ -334,7 +334,9 @@ async def forward(
     """
     metrics = metrics or ForwarderMetrics()
     health = ForwarderHealth(settings.forwarder_id)
-    redis_client = async_client(settings.redis_url, cluster=settings.redis_cluster)
+    redis_client = async_client(
+        settings.redis_url, cluster=settings.redis_cluster, timeout=settings.redis_timeout
+    )
     forwarder = Forwarder(settings, redis_client, metrics, health)
     sampler = ForwarderSampler(
         settings.dsn,

@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from ..connection import DEFAULT_TIMEOUT
 from ..logs import MASK, mask_url
 from ..protocol.keys import DEFAULT_PREFIX
 from ..protocol.routing import MAX_SHARDS
@@ -185,6 +186,13 @@ class ForwarderSettings:
     )
     retry_max: float = _setting(
         5.0, low=0.01, high=300, help="Longest delay between retries, in seconds."
+    )
+    redis_timeout: float = _setting(
+        DEFAULT_TIMEOUT,
+        above=0,
+        high=300,
+        help="Seconds to connect to Redis and to wait for each reply before the rows wait and "
+        "the call is retried (a hung Redis never blocks the forwarder).",
     )
     stuck_after: float = _setting(
         60.0,

@@ -74,8 +74,18 @@ ENQUEUE = LuaScript(
     # ARGV: shards, head_1, tail_1, ..., head_n, tail_n
     # Assigns n consecutive sequence numbers, splices each between its head and
     # tail (the envelope bytes around the "seq" value) and appends them in order.
-    # Returns the first sequence number.
+    # Returns the first sequence number. Every key's type is checked before the
+    # first write, so a failing call (a key an operator overwrote) writes nothing:
+    # no sequence number is spent, no gap is left.
     """
+local expected = {'hash', 'list', 'list'}
+for i = 1, 3 do
+  local found = redis.call('TYPE', KEYS[i])['ok']
+  if found ~= 'none' and found ~= expected[i] then
+    return redis.error_reply('WRONGTYPE key ' .. KEYS[i] .. ' holds a ' .. found ..
+      ', enqueue needs a ' .. expected[i] .. ' there (nothing was written)')
+  end
+end
 local recorded = redis.call('HGET', KEYS[1], 'shards')
 if recorded and recorded ~= ARGV[1] then
   return redis.error_reply('TOPOLOGY shard state records shards=' .. recorded ..

@@ -22,7 +22,7 @@ import attrs
 import redis.exceptions
 
 from .._clock import now_ms
-from .._retry import wait_for_event
+from .._retry import Backoff, wait_for_event
 from .._status_server import LIVENESS_TIMEOUT, StatusServer, loop_responds
 from ..connection import AsyncRedisClient
 from ..exceptions import RelayFatalError
@@ -31,6 +31,7 @@ from ..protocol.probe import ShardDepth, plan_depths
 from .api import CentrifugoAPI, Verdict
 from .lease import LeaseKeeper
 from .metrics import RelayMetrics
+from .supervision import supervise
 
 __all__ = [
     "LIVENESS_TIMEOUT",
@@ -134,9 +135,16 @@ class Sampler:
         # The first sample waits for the lease keeper's first round, so that a
         # relay about to take its shards is not reported as owning none.
         await wait_for_event(self._leases.ticked, self._interval)
-        while not stop.is_set():
-            await self.sample()
-            await wait_for_event(stop, self._interval)
+        await supervise(
+            lambda: self._round(stop),
+            task="health sampler",
+            backoff=Backoff(initial=self._interval / 10, cap=self._interval),
+            stop=stop,
+        )
+
+    async def _round(self, stop: asyncio.Event) -> None:
+        await self.sample()
+        await wait_for_event(stop, self._interval)
 
     async def sample(self) -> None:
         state = self._state

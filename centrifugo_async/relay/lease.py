@@ -32,10 +32,11 @@ import time
 import redis.exceptions
 
 from .._clock import now_ms
-from .._retry import wait_for_event
+from .._retry import Backoff, wait_for_event
 from ..connection import AsyncRedisClient
 from ..protocol.keys import Keyspace
 from ..protocol.scripts import HEARTBEAT, LEASE_ACQUIRE, LEASE_RELEASE
+from .supervision import supervise
 
 __all__ = ["RELEASE_TIMEOUT", "LeaseKeeper", "fair_share"]
 
@@ -213,13 +214,27 @@ class LeaseKeeper:
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.tick()
-            except redis.exceptions.RedisError as exc:
-                log.warning("lease renewal failed", extra={"relay": self.owner, "error": str(exc)})
+        """Tick every third of the TTL until ``stop``, under supervision.
+
+        After an unexpected error the next tick comes within a third of the TTL
+        at most (the backoff's cap), so one crash costs no lease.
+        """
+        await supervise(
+            lambda: self._round(stop),
+            task="lease keeper",
+            backoff=Backoff(initial=self.ttl / 30, cap=self.ttl / 3),
+            stop=stop,
+            relay=self.owner,
+        )
+
+    async def _round(self, stop: asyncio.Event) -> None:
+        try:
+            await self.tick()
+        except redis.exceptions.RedisError as exc:
+            log.warning("lease renewal failed", extra={"relay": self.owner, "error": str(exc)})
+        finally:
             self.ticked.set()
-            await wait_for_event(stop, self.ttl / 3)
+        await wait_for_event(stop, self.ttl / 3)
 
     async def release_all(self) -> None:
         """Hand every lease back and leave the group, so others take over at once.

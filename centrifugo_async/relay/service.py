@@ -34,6 +34,7 @@ from .health import HealthServer, HealthState, Sampler
 from .lease import RELEASE_TIMEOUT, LeaseKeeper
 from .metrics import RelayMetrics
 from .settings import RelaySettings
+from .supervision import supervise
 from .transport import Transport
 from .worker import ShardWorker
 
@@ -332,19 +333,32 @@ async def _watch_topology(
     cycle: asyncio.Event,
 ) -> bool:
     """End the cycle on ``stop`` (at once, even mid-read), or when a reshard records
-    another shard count."""
-    watching = topology.watch_shards(
-        client,
-        keyspace.prefix,
-        keyspace.shards,
-        interval=settings.lease_renew_interval,
-        until=stop,
-    )
+    another shard count. Supervised: a watcher that died would leave the workers
+    running after a stop."""
+    changed = False
+
+    async def watch() -> bool:
+        nonlocal changed
+        watching = topology.watch_shards(
+            client,
+            keyspace.prefix,
+            keyspace.shards,
+            interval=settings.lease_renew_interval,
+            until=stop,
+        )
+        with contextlib.suppress(_Stopped):
+            changed = await _unless_stopped(watching, stop)
+        return True
+
     try:
-        changed = await _unless_stopped(watching, stop)
-    except _Stopped:
-        changed = False
-    cycle.set()
+        await supervise(
+            watch,
+            task="topology watcher",
+            backoff=Backoff(initial=settings.retry_initial, cap=settings.lease_renew_interval),
+            stop=stop,
+        )
+    finally:
+        cycle.set()
     return changed
 
 

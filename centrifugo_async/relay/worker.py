@@ -38,7 +38,7 @@ import redis.exceptions
 from .._clock import now_ms
 from .._retry import Backoff, wait_for_event
 from ..connection import AsyncRedisClient
-from ..exceptions import EnvelopeDecodeError, RelayFatalError
+from ..exceptions import EnvelopeDecodeError
 from ..protocol.deadletter import DeadLetter, encode_dead_letter
 from ..protocol.envelope import channel_of, decode_envelope
 from ..protocol.keys import ShardKeys
@@ -58,6 +58,7 @@ from .lease import LeaseKeeper
 from .lookahead import LookAhead
 from .metrics import RelayMetrics
 from .settings import RelaySettings
+from .supervision import supervise
 from .tracing import BatchTracer
 from .versions import VersionMemory
 from .window import Retry, WindowOutcome, settle_window
@@ -149,31 +150,19 @@ class ShardWorker:
         starts again after a backoff, so one bad shard never stops the relay.
         The traceback is logged once per distinct error, not once per retry.
         """
-        backoff = Backoff(self._settings.retry_initial, self._settings.retry_max)
-        attempts = backoff.attempts(self._stop)
-        last_crash: str | None = None
-        async for attempt in attempts:
-            try:
-                await self._round()
-            except redis.exceptions.RedisError as exc:
-                log.warning(
-                    "redis error",
-                    extra={"shard": self.shard, "error": str(exc), "retry_in": attempt.delay},
-                )
-            except RelayFatalError:
-                raise
-            except Exception as exc:
-                crash = f"{type(exc).__name__}: {exc}"
-                self.counts.restarts += 1
-                log.error(
-                    "worker crashed, restarting",
-                    extra={"shard": self.shard, "error": crash, "retry_in": attempt.delay},
-                    exc_info=crash != last_crash,
-                )
-                last_crash = crash
-            else:
-                attempts.succeeded()
-                last_crash = None
+        await supervise(
+            self._round,
+            task="worker",
+            backoff=Backoff(self._settings.retry_initial, self._settings.retry_max),
+            stop=self._stop,
+            shard=self.shard,
+            expected=(redis.exceptions.RedisError,),
+            expected_message="redis error",
+            on_crash=self._crashed,
+        )
+
+    def _crashed(self) -> None:
+        self.counts.restarts += 1
 
     async def _round(self) -> None:
         """One step: hand the lease over, wait for it, or claim and process a batch."""

@@ -16,7 +16,11 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=defaults.keys)
     parser.add_argument("--seconds", type=float, default=defaults.seconds)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--freshness", default=defaults.freshness, help="the relays' --freshness")
+    parser.add_argument(
+        "--freshness",
+        default=defaults.freshness,
+        help="the relays' --freshness (default: none given, their default mode: monotonic)",
+    )
     parser.add_argument("--report", default="chaos-report.json")
     args = parser.parse_args()
     config = ChaosConfig(

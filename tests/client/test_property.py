@@ -34,7 +34,7 @@ from centrifugo_async.client import Decision, Fetched, LoadResult, SyncedSubscri
 from tests.client.fakes import FakeClient
 
 SEEDS = 2000
-STEPS = 100
+STEPS = 120
 KEYS = "abcdef"
 
 
@@ -271,6 +271,7 @@ class Model:
         expected = {key: version for key, (version, deleted) in self.backend.items() if not deleted}
         if self.store != expected:
             self.fail(f"store {sorted(self.store.items())} != backend {sorted(expected.items())}")
+        self.check()
         assert self.sync.state == "live"
         await self.sync.close()
 

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import redis
 
+from centrifugo_async import Keyspace, decode_envelope
 from centrifugo_async.outbox import OutboxTable
 from centrifugo_async.outbox.stats import lane_backlog
 from centrifugo_async.protocol import topology
@@ -257,3 +258,49 @@ async def test_redis_unavailable_for_a_while_rows_wait_in_the_outbox(
             stop_relay.set()
             await asyncio.wait_for(relay, 30)
     assert_delivered_in_order(received, postgres_dsn)
+
+
+async def test_a_hung_redis_times_out_and_the_forwarder_recovers_when_it_answers(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis that accepts but never answers (SIGSTOPped) is a timeout, not a hang.
+
+    The redis-py versions the package allows differ: 5.x waits for a reply
+    forever, 8.x gives up after 5 s by default. The forwarder's own
+    ``redis_timeout`` (0.5 s here) must apply either way, so two timeouts are
+    expected well before the first 5 s default would have fired.
+    """
+    create_objects(postgres_dsn, OBJECTS)
+    with RedisServer() as own_redis:
+        try:
+            async with running_forwarder(postgres_dsn, own_redis.url, redis_timeout=0.5) as metrics:
+                await writer(postgres_dsn, OBJECTS, 20, seed=4)
+                await wait_until(lambda: outbox_rows(postgres_dsn) == 0, 30, "first rows forwarded")
+                own_redis.signal(signal.SIGSTOP)
+                await writer(postgres_dsn, OBJECTS, 30, seed=5)
+                retried = "centrifugo_async_outbox_retries_total"
+                await wait_until(
+                    lambda: metric_value(metrics, retried, error_class="redis") >= 2,
+                    4.5,
+                    "two timeouts of 0.5 s reported as retries",
+                )
+                assert outbox_rows(postgres_dsn) == 30, "rows wait while Redis hangs"
+                own_redis.signal(signal.SIGCONT)
+                await wait_until(lambda: outbox_rows(postgres_dsn) == 0, 30, "rows forwarded")
+        finally:
+            own_redis.signal(signal.SIGCONT)
+        client = redis.Redis.from_url(own_redis.url)
+        shards = topology.read_shards(client, "centrifugo.publish")
+        assert shards is not None
+        queued = {
+            (envelope.key, envelope.version)
+            for keys in Keyspace(shards=shards).all_shards()
+            for envelope in map(decode_envelope, client.lrange(keys.queue, 0, -1))  # type: ignore[arg-type]
+        }
+    assert queued == expected_pairs(committed_versions(postgres_dsn)), "every row reached Redis"
+    timeouts = [
+        r
+        for r in caplog.records
+        if r.getMessage() == "redis unavailable, rows wait" and "Timeout" in r.error  # type: ignore[attr-defined]
+    ]
+    assert timeouts, "the forwarder logs the timeout"

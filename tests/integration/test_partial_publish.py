@@ -122,3 +122,29 @@ def test_nothing_enqueued_is_not_a_partial_publish(redis_url: str) -> None:
         with pytest.raises(QueueUnavailable, match="WRONGTYPE") as caught:
             publisher.publish_many(batch(1))
     assert not isinstance(caught.value, PartialPublish)
+
+
+@pytest.mark.parametrize("which", ["queue", "bell", "state"])
+def test_an_enqueue_refused_for_a_wrong_key_type_writes_nothing(redis_url: str, which: str) -> None:
+    """The sequence counter only moves when the messages go in: no gap after a refusal."""
+    client = redis.Redis.from_url(redis_url)
+    keys = Keyspace(shards=1).shard(0)
+    with Publisher(client, shards=1) as publisher:
+        publisher.publish_many([Message("obj:gap", {}, "a", 1)])
+        seq_before = client.hget(keys.state, "seq")
+        broken = getattr(keys, which)
+        saved = client.dump(broken)
+        client.delete(broken)
+        client.set(broken, "an operator's mistake")
+        with pytest.raises(QueueUnavailable, match=f"WRONGTYPE key {broken} holds a string"):
+            publisher.publish_many([Message("obj:gap", {}, "a", 2)])
+        assert client.get(broken) == b"an operator's mistake", "the key is left as it was"
+        if which != "state":
+            assert client.hget(keys.state, "seq") == seq_before, "no sequence number spent"
+
+        client.delete(broken)
+        if saved is not None:
+            client.restore(broken, 0, saved)
+        publisher.publish_many([Message("obj:gap", {}, "a", 3)])
+    seqs = [decode_envelope(raw).seq for raw in client.lrange(keys.queue, 0, -1)]  # type: ignore[union-attr]
+    assert seqs == [seqs[0], seqs[0] + 1], "consecutive sequence numbers, no gap"

@@ -17,6 +17,7 @@ WORKER = "centrifugo_async/relay/worker.py"
 LEASE = "centrifugo_async/relay/lease.py"
 WINDOW = "centrifugo_async/relay/window.py"
 SCRIPTS = "centrifugo_async/protocol/scripts.py"
+SUPERVISION = "centrifugo_async/relay/supervision.py"
 
 FENCING = "tests/integration/test_fencing.py"
 SEND_FENCE = f"{FENCING}::test_a_paused_relay_sends_nothing_after_losing_its_lease"
@@ -41,6 +42,11 @@ LEFTOVERS_LATEST = f"{FRESHNESS}::test_leftovers_in_flight_are_sent_latest_wins"
 CODE_100_NEWEST = f"{FRESHNESS}::test_after_a_code_100_only_what_is_still_newest_is_retried"
 CATCH_UP = f"{FRESHNESS}::test_a_latest_channel_catches_up_with_one_publication_per_key"
 UNCERTAIN = f"{FRESHNESS}::test_a_batch_resent_after_an_uncertain_answer_is_sent_latest_wins"
+SUPERVISED = "tests/integration/test_supervision.py"
+ENQUEUE_NO_GAP = (
+    "tests/integration/test_partial_publish.py"
+    "::test_an_enqueue_refused_for_a_wrong_key_type_writes_nothing"
+)
 DROP_HEAD_CHECK = (
     "tests/integration/test_freshness_scripts.py"
     "::test_nothing_is_dropped_unless_the_head_is_the_entry_read_first"
@@ -310,5 +316,29 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         (DROP_HEAD_CHECK, CATCH_UP),
+    ),
+    Mutant(
+        "tasks-unsupervised",
+        "an unexpected exception ends a relay task (lease keeper, sampler, watcher) for good",
+        (
+            Patch(
+                SUPERVISION,
+                "        except Exception as exc:\n",
+                "        except Exception as exc:\n            raise\n",
+            ),
+        ),
+        (SUPERVISED,),
+    ),
+    Mutant(
+        "enqueue-writes-before-type-check",
+        "the enqueue script spends sequence numbers before a wrong key type fails it",
+        (
+            Patch(
+                SCRIPTS,
+                "  if found ~= 'none' and found ~= expected[i] then\n",
+                "  if false then\n",
+            ),
+        ),
+        (ENQUEUE_NO_GAP,),
     ),
 )
