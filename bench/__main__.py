@@ -111,7 +111,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--payload-bytes", type=int, default=200)
     parser.add_argument(
-        "--systems", nargs="*", help="only these systems (names as in the JSON, e.g. relay-16x1)"
+        "--systems",
+        nargs="*",
+        help="only these systems (names as in the JSON, e.g. relay-16x1); with --suite scale, "
+        "these layouts (e.g. 2n-1r)",
     )
     parser.add_argument("--no-backlog", action="store_true")
     parser.add_argument("--no-catchup", action="store_true")
@@ -300,7 +303,7 @@ def run_scale_suite(args: argparse.Namespace, settings: Settings) -> int:
         },
         "machine": {**machine(), **versions()},
     }
-    results.update(run_scale(settings, logs))
+    results.update(run_scale(settings, logs, args.systems))
     results["machine"]["load_average_end"] = machine()["load_average"]
     results["wall_seconds"] = round(time.monotonic() - begin, 1)
     text = json.dumps(results, indent=2) + "\n"
@@ -309,12 +312,13 @@ def run_scale_suite(args: argparse.Namespace, settings: Settings) -> int:
     markdown = render_scale_markdown(results)
     (out / "latest-scale.md").write_text(markdown)
     print(markdown)
-    if args.docs if args.docs is not None else not args.quick:
+    if args.docs if args.docs is not None else not (args.quick or args.systems):
         update_docs_scale(markdown)
     failures = [
         layout["layout"]
         for layout in results["layouts"]
-        if "error" in layout or not layout["throughput"].get("complete")
+        if "error" in layout
+        or not all(layout[phase].get("complete") for phase in ("throughput", "drain"))
     ]
     if failures:
         print(f"incomplete: {failures}", file=sys.stderr)

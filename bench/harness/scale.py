@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import signal
 import tempfile
 import time
 import urllib.request
@@ -226,7 +227,11 @@ def run_layout(layout: Layout, settings: Settings, logs: Path) -> dict[str, Any]
             def once(index: int) -> dict[str, Any]:
                 return _throughput(running, relays, settings, Path(tmp), index)
 
+            def drained(index: int) -> dict[str, Any]:
+                return _throughput(running, relays, settings, Path(tmp), index, backlog=True)
+
             result["throughput"] = repeated(settings, lambda r: r.get("accepted_per_s", 0), once)
+            result["drain"] = repeated(settings, lambda r: r.get("accepted_per_s", 0), drained)
             for index, relay in enumerate(relays):
                 with contextlib.suppress(OSError):
                     (logs / f"scale-{layout.name}-relay{index}.log").write_text(relay.log())
@@ -245,11 +250,16 @@ def _throughput(
     settings: Settings,
     workdir: Path,
     index: int,
+    *,
+    backlog: bool = False,
 ) -> dict[str, Any]:
+    """``messages`` through the layout: enqueued while the relays run, or (``backlog``)
+    enqueued while they are stopped (SIGSTOP) and drained at full batches once they
+    continue; the clock and the CPU accounting then start at the SIGCONT."""
     layout = stack.layout
     count = settings.messages
     timeout = max(60.0, count / 500)
-    channel = f"obj:scale-{index}"
+    channel = f"obj:{'drain' if backlog else 'scale'}-{index}"
     sub_out, prod_out = workdir / f"{channel}-sub.json", workdir / f"{channel}-prod.json"
     relay_pids = [pid for relay in relays if (pid := relay.pid) is not None]
 
@@ -297,27 +307,41 @@ def _throughput(
     with _running([sub]):
         sub.start()
         publishes_before = stack.publishes()
+        if backlog:
+            for relay in relays:
+                relay.signal(signal.SIGSTOP)
+            try:
+                with _running([producer]):
+                    producer.start()
+                    producer.finish(timeout)
+            finally:
+                for relay in relays:
+                    relay.signal(signal.SIGCONT)
         cpu_before = cpu_now()
-        with _running([producer]):
-            producer.start()
+        resumed_us = now_us()
+        with _running([] if backlog else [producer]):
+            if not backlog:
+                producer.start()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 accepted = stack.accepted(channel)
                 if accepted >= count:
                     accepted_us = now_us()
                     break
-                if producer.poll() not in (None, 0):
+                if not backlog and producer.poll() not in (None, 0):
                     break
                 time.sleep(0.005)
             cpu_after = cpu_now()
-            producer.finish(max(1.0, deadline - time.monotonic()))
+            if not backlog:
+                producer.finish(max(1.0, deadline - time.monotonic()))
         sub.finish(timeout + 10)
         publishes = [a - b for a, b in zip(stack.publishes(), publishes_before, strict=True)]
     produced = json.loads(prod_out.read_text()) if prod_out.exists() else {}
     seen = json.loads(sub_out.read_text()) if sub_out.exists() else {}
-    first_us = produced.get("first_enqueue_us", 0)
+    first_us = resumed_us if backlog else produced.get("first_enqueue_us", 0)
     cpu = {role: round(cpu_after[role] - cpu_before[role], 3) for role in cpu_before}
-    cpu["producer"] = produced.get("cpu_seconds")
+    if not backlog:
+        cpu["producer"] = produced.get("cpu_seconds")
     cpu["subscriber"] = seen.get("cpu_seconds")
     result: dict[str, Any] = {
         "channel": channel,
@@ -343,32 +367,52 @@ def _throughput(
     return result
 
 
-def run_scale(settings: Settings, logs: Path) -> dict[str, Any]:
-    """Every layout in turn, each on fresh servers."""
-    return {"layouts": [run_layout(layout, settings, logs) for layout in LAYOUTS]}
+def run_scale(settings: Settings, logs: Path, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Every layout (or those ``names``) in turn, each on fresh servers."""
+    unknown = set(names or ()) - {layout.name for layout in LAYOUTS}
+    if unknown:
+        raise SystemExit(f"unknown layouts {sorted(unknown)}; known: {[x.name for x in LAYOUTS]}")
+    chosen = [layout for layout in LAYOUTS if not names or layout.name in names]
+    return {"layouts": [run_layout(layout, settings, logs) for layout in chosen]}
 
 
 def render_scale_markdown(results: dict[str, Any]) -> str:
-    """The scale table: throughput, order, spread over the nodes, CPU per message."""
+    """Two tables, producer running and backlog drained: throughput, order, spread over
+    the nodes, CPU per message of every process."""
     settings = results["settings"]
     machine = results["machine"]
+    load = machine.get("load_average", ["?"])[0], machine.get("load_average_end", ["?"])[0]
+    repeat = settings.get("repeat", 1)
+    runs = f", the median of {repeat} runs by accepted msg/s" if repeat > 1 else ""
     lines = [
         f"Run {results['started']} on {machine.get('cores')} cores ({machine.get('cpu')}), "
-        f"Centrifugo {machine.get('centrifugo', '?')}, Redis {machine.get('redis', '?')}: "
+        f"{machine.get('centrifugo', 'Centrifugo ?')}, Redis {machine.get('redis', '?')}, "
+        f"load average {load[0]} at the start and {load[1]} at the end: "
         f"{settings['messages']:,} messages over {settings['keys']:,} keys, "
-        f"{settings['payload_bytes']} B payloads, 16 shards, producer running "
+        f"{settings['payload_bytes']} B payloads, 16 shards{runs} "
         f"(`python -m bench --suite scale`).",
-        "",
+    ]
+    for phase, title in (
+        ("throughput", "Producer running (enqueued while the relays move them)"),
+        ("drain", "Backlog drained (enqueued while the relays were stopped; full batches)"),
+    ):
+        lines += ["", f"**{title}**", "", *_table(results["layouts"], phase)]
+    return "\n".join(lines) + "\n"
+
+
+def _table(layouts: Sequence[dict[str, Any]], phase: str) -> list[str]:
+    rows = [
         "| layout | accepted msg/s | received msg/s | inversions | lost | duplicates "
         "| publications per node | CPU µs/msg: producer | relays | queue Redis "
         "| Centrifugo (all nodes) | engine Redis | subscriber |",
         "|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|",
     ]
-    for layout in results["layouts"]:
-        if "error" in layout:
-            lines.append(f"| {layout['label']} | error: {layout['error']} |" + " |" * 11)
+    for layout in layouts:
+        if "error" in layout or phase not in layout:
+            problem = layout.get("error", "not run")
+            rows.append(f"| {layout['label']} | error: {problem} |" + " |" * 11)
             continue
-        run = layout["throughput"]
+        run = layout[phase]
         per_msg = run.get("cpu_us_per_message", {})
         lost = run["messages"] - run.get("unique_received", 0)
         spread = " / ".join(f"{n:,}" for n in run.get("publishes_per_node", []))
@@ -382,8 +426,8 @@ def render_scale_markdown(results: dict[str, Any]) -> str:
             spread,
             *(_cell(per_msg.get(role)) for role in ROLES),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
 def _cell(value: float | None) -> str:
