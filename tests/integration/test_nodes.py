@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import attrs
 import pytest
 import redis
 
 from centrifugo_async import AsyncPublisher, Message
 from centrifugo_async.relay import RelaySettings, serve
 from centrifugo_async.relay.metrics import RelayMetrics
+from centrifugo_async.relay.settings import Freshness, FreshnessRule
 from devstack import DEV_API_KEY, CentrifugoServer, RedisServer
 from tests.chaos.harness import centrifugo_overrides
 from tests.support.checks import order_inversions, published_pairs
@@ -140,6 +142,43 @@ async def test_a_stopped_node_hands_its_shards_to_the_other_nothing_lost(
     batch = first + second
     assert carried_before > 0, "the stopped node carried shards before it stopped"
     assert requests(metrics, stopped, "failed") > 0, "the relay noticed the stopped node"
+    assert len(received) == len(batch), "nothing lost, nothing duplicated"
+    assert published_pairs(received) == {(m.key, m.version) for m in batch}
+    assert order_inversions(received) == 0
+
+
+async def test_a_node_killed_mid_stream_loses_and_duplicates_nothing(
+    redis_url: str, nodes: list[CentrifugoServer]
+) -> None:
+    """SIGKILL mid-stream (batches in flight to it, as a rule): they go to the other node.
+
+    A batch the killed node applied but could not answer is sent again to the
+    survivor with the same idempotency keys; the engine holds the results, so
+    the repeat publishes nothing (no duplicate reaches the subscriber). Every
+    version is expected, so the channels deliver every version (``all``): with
+    monotonic delivery, a batch retried after an answer that never came is
+    resent with only the newest version of each key (by design, see
+    ``relay.freshness``).
+    """
+    survivor, killed = nodes
+    batch = messages(20_000)
+    metrics = RelayMetrics()
+    stop = asyncio.Event()
+    settings = attrs.evolve(
+        settings_for(redis_url, nodes), freshness=(FreshnessRule("*", Freshness.ALL),)
+    )
+    async with Subscriber(survivor.ws_url, CHANNELS) as subscriber:
+        relay = asyncio.create_task(serve(settings, stop=stop, metrics=metrics))
+        publishing = asyncio.create_task(publish(redis_url, batch))
+        await subscriber.wait_for(2_000, within=60)
+        await asyncio.to_thread(killed.kill)
+        await publishing
+        await subscriber.wait_for(len(batch), within=90)
+        received = await subscriber.settle(quiet=0.3)
+        stop.set()
+        await asyncio.wait_for(relay, 30)
+
+    assert requests(metrics, killed, "ok") > 0 and requests(metrics, killed, "failed") > 0
     assert len(received) == len(batch), "nothing lost, nothing duplicated"
     assert published_pairs(received) == {(m.key, m.version) for m in batch}
     assert order_inversions(received) == 0
