@@ -19,6 +19,12 @@ reference, writes ``bench/results/latest-outbox.{json,md}`` and refreshes only
 the outbox section of ``docs/performance.md`` (about 3 minutes). A full run
 refreshes both sections.
 
+``--suite scale`` runs the relay beyond one machine's worth of servers: one
+or two Centrifugo nodes on the Redis engine, the queues on a Redis or a
+3-node Redis Cluster, one or two relays (``bench/harness/scale.py``); it
+writes ``bench/results/latest-scale.{json,md}`` and refreshes the results
+section of ``docs/scaling.md`` (about 2 minutes).
+
 ``--quick`` is the smoke test the suite runs: a few thousand messages per
 system, no chart, no docs update; it checks that every system delivered every
 message and says nothing about speed.
@@ -42,6 +48,7 @@ import attrs
 
 from bench import ROOT
 from bench.harness import Settings, System, all_systems, run_all
+from bench.harness.scale import render_scale_markdown, run_scale, update_docs_scale
 from bench.harness.systems import EVERY_VERSION_RELAY, database_systems
 from bench.procstats import machine
 from bench.report import (
@@ -79,11 +86,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke test: small counts")
     parser.add_argument(
         "--suite",
-        choices=["all", "outbox", "freshness"],
+        choices=["all", "outbox", "freshness", "scale"],
         default="all",
         help="outbox: only the PostgreSQL write paths and the direct relay (no backlog, "
         "no publisher-alone phase); freshness: only the relay with and without monotonic "
-        "delivery, and the catch-up with and without latest-wins",
+        "delivery, and the catch-up with and without latest-wins; scale: two Centrifugo "
+        "nodes, a Redis Cluster and two relays (docs/scaling.md)",
     )
     parser.add_argument("--messages", type=int, help="messages per throughput phase")
     parser.add_argument("--latency-seconds", type=float, help="length of each latency phase")
@@ -103,7 +111,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--payload-bytes", type=int, default=200)
     parser.add_argument(
-        "--systems", nargs="*", help="only these systems (names as in the JSON, e.g. relay-16x1)"
+        "--systems",
+        nargs="*",
+        help="only these systems (names as in the JSON, e.g. relay-16x1); with --suite scale, "
+        "these layouts (e.g. 2n-1r)",
     )
     parser.add_argument("--no-backlog", action="store_true")
     parser.add_argument("--no-catchup", action="store_true")
@@ -178,6 +189,8 @@ def suite_systems(suite: str) -> list[System]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
+    if args.suite == "scale":
+        return run_scale_suite(args, settings)
     systems = suite_systems(args.suite)
     outbox_suite = args.suite == "outbox"
     freshness_suite = args.suite == "freshness"
@@ -265,6 +278,47 @@ def main(argv: list[str] | None = None) -> int:
         f"catch-up ({mode})"
         for mode, run in results.get("catchup", {}).get("modes", {}).items()
         if "error" in run or not run.get("complete")
+    ]
+    if failures:
+        print(f"incomplete: {failures}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_scale_suite(args: argparse.Namespace, settings: Settings) -> int:
+    """``--suite scale``: every layout, the JSON and markdown, the docs section."""
+    out: Path = args.out
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    begin = time.monotonic()
+    results: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "settings": {
+            "messages": settings.messages,
+            "repeat": settings.repeat,
+            "keys": settings.workload.keys,
+            "payload_bytes": settings.workload.payload_bytes,
+        },
+        "machine": {**machine(), **versions()},
+    }
+    results.update(run_scale(settings, logs, args.systems))
+    results["machine"]["load_average_end"] = machine()["load_average"]
+    results["wall_seconds"] = round(time.monotonic() - begin, 1)
+    text = json.dumps(results, indent=2) + "\n"
+    (out / f"run-scale-{started.strftime('%Y%m%d-%H%M%S')}.json").write_text(text)
+    (out / "latest-scale.json").write_text(text)
+    markdown = render_scale_markdown(results)
+    (out / "latest-scale.md").write_text(markdown)
+    print(markdown)
+    if args.docs if args.docs is not None else not (args.quick or args.systems):
+        update_docs_scale(markdown)
+    failures = [
+        layout["layout"]
+        for layout in results["layouts"]
+        if "error" in layout
+        or not all(layout[phase].get("complete") for phase in ("throughput", "drain"))
     ]
     if failures:
         print(f"incomplete: {failures}", file=sys.stderr)

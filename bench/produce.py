@@ -55,7 +55,7 @@ Enqueue = Callable[[Sequence[tuple[str, int]]], None]
 
 
 def relay_enqueue(args: argparse.Namespace, pad: str) -> Enqueue:
-    publisher = Publisher.from_url(args.redis_url, shards=args.shards)
+    publisher = Publisher.from_url(args.redis_url, cluster=args.redis_cluster, shards=args.shards)
     publisher.ensure_topology()
     channel = args.channel
 
@@ -286,6 +286,7 @@ def main() -> None:
     parser.add_argument("--payload-bytes", type=int, default=200)
     parser.add_argument("--redis-url", default="")
     parser.add_argument("--shards", type=int, default=16)
+    parser.add_argument("--redis-cluster", action="store_true", help="relay mode: a Redis Cluster")
     parser.add_argument("--list-key", default="centrifugo.publish")
     parser.add_argument("--stream", default="centrifugo.stream")
     parser.add_argument("--streams", type=int, default=1)

@@ -50,11 +50,13 @@ from .relay.service import serve
 from .relay.settings import (
     ENV_PREFIX,
     SETTINGS,
+    URL_SEPARATOR,
     Bounds,
     Check,
     OneOf,
     RelaySettings,
     Setting,
+    UrlList,
     setting_named,
 )
 
@@ -176,6 +178,8 @@ class _SettingOption(click.Option):
             kwargs.update(
                 type=click.STRING, metavar=config.kind_of(setting).metavar, callback=self._parse
             )
+            if isinstance(setting.check, UrlList):
+                kwargs["multiple"] = True
         kwargs.setdefault("help", setting.help)
         super().__init__(
             param_decls,
@@ -185,8 +189,16 @@ class _SettingOption(click.Option):
             **kwargs,
         )
 
-    def _parse(self, ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-        """The text parsed as the setting's TOML and environment values are (and checked)."""
+    def _parse(
+        self, ctx: click.Context, param: click.Parameter, value: str | tuple[str, ...] | None
+    ) -> Any:
+        """The text parsed as the setting's TOML and environment values are (and checked).
+
+        A repeatable flag (a ``UrlList``) arrives as a tuple: each repetition is
+        one item of the list (and may itself hold several, comma-separated).
+        """
+        if isinstance(value, tuple):
+            value = URL_SEPARATOR.join(value) if value else None
         if value is None:
             return None
         try:
@@ -406,7 +418,7 @@ def relay(config_file: str | None, **flags: Any) -> None:
     configure_logging(
         settings.log_level,
         settings.log_format,
-        secrets_of(settings.api_key, settings.redis_url, settings.api_url),
+        secrets_of(settings.api_key, settings.redis_url, *settings.api_urls),
     )
     for flag in config.exposed_on_command_line(settings, origin):
         logging.getLogger("centrifugo_async.relay").warning(

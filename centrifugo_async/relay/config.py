@@ -41,6 +41,7 @@ from ..logs import mask_url
 from .settings import (
     ENV_PREFIX,
     SETTINGS,
+    URL_SEPARATOR,
     Freshness,
     FreshnessRule,
     InvalidSetting,
@@ -48,12 +49,15 @@ from .settings import (
     RelaySettings,
     Schemes,
     Setting,
+    UrlList,
     setting_named,
+    split_urls,
 )
 
 __all__ = [
     "CONFIG_ENV",
     "KINDS",
+    "URL_LIST",
     "ValueKind",
     "describe",
     "effective",
@@ -119,6 +123,15 @@ def _to_str(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"not a string: {value!r}")
     return value
+
+
+def _to_url_list(value: object) -> str:
+    """A TOML list of URLs, or text naming them comma-separated, as ``UrlList`` keeps them."""
+    if isinstance(value, str):
+        return URL_SEPARATOR.join(split_urls(value))
+    if isinstance(value, list | tuple) and all(isinstance(url, str) for url in value):
+        return URL_SEPARATOR.join(url.strip() for url in value)
+    raise ValueError(f"not a URL or a list of URLs: {value!r}")
 
 
 def _to_patterns(value: object) -> tuple[str, ...]:
@@ -194,8 +207,14 @@ KINDS: Mapping[object, ValueKind] = {
 """Per setting type (a ``RelaySettings`` annotation), how its values are read."""
 
 
+URL_LIST = ValueKind(_to_url_list, "URL[,URL...]")
+"""How a ``UrlList`` setting is read: a string, but a TOML list and a repeated flag too."""
+
+
 def kind_of(setting: Setting) -> ValueKind:
     """How values of ``setting`` are read; every setting's type has an entry in ``KINDS``."""
+    if isinstance(setting.check, UrlList):
+        return URL_LIST
     return KINDS[setting.type]
 
 
@@ -270,7 +289,7 @@ def exposed_on_command_line(settings: RelaySettings, origin: Mapping[str, str]) 
         if origin.get(setting.name) != setting.flag:
             continue
         value = getattr(settings, setting.name)
-        carries_password = isinstance(setting.check, Schemes) and mask_url(value) != value
+        carries_password = isinstance(setting.check, Schemes) and setting.check.mask(value) != value
         if setting.secret or carries_password:
             exposed.append(setting.flag)
     return exposed
@@ -348,7 +367,7 @@ def effective(settings: RelaySettings, origin: Mapping[str, str]) -> dict[str, d
         if setting.secret:
             value = "***" if value else ""
         elif isinstance(setting.check, Schemes) and isinstance(value, str):
-            value = mask_url(value)
+            value = setting.check.mask(value)
         elif isinstance(value, tuple):
             value = [_rule_json(v) for v in value]
         result[setting.name] = {
@@ -378,7 +397,7 @@ def _render(setting: Setting, value: object) -> str:
     if setting.secret:
         return '"***"' if value else '""'
     if isinstance(setting.check, Schemes) and isinstance(value, str):
-        return f'"{mask_url(value)}"'
+        return f'"{setting.check.mask(value)}"'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -90,6 +90,13 @@ class RelayMetrics:
             ["shard"],
             registry=r,
         )
+        self.node_requests = Counter(
+            "centrifugo_async_node_requests",
+            "Requests to each Centrifugo node (--api-url), by outcome: ok, or failed "
+            "(network error, timeout or HTTP 5xx: the shard moves to the next node).",
+            ["node", "outcome"],
+            registry=r,
+        )
         self.lease_owned = Gauge(
             "centrifugo_async_lease_owned",
             "1 for each shard whose lease this relay holds.",

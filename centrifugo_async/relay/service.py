@@ -29,10 +29,11 @@ from ..exceptions import QueueUnavailable, RelayFatalError, TopologyMismatch
 from ..logs import mask_url
 from ..protocol import topology
 from ..protocol.keys import Keyspace
-from .api import CentrifugoAPI, Verdict, open_transport
+from .api import Verdict
 from .health import HealthServer, HealthState, Sampler
 from .lease import RELEASE_TIMEOUT, LeaseKeeper
 from .metrics import RelayMetrics
+from .nodes import NodeSet
 from .settings import RelaySettings
 from .supervision import supervise
 from .transport import Transport
@@ -81,8 +82,9 @@ async def serve(
     ``QueueUnavailable`` (Redis unreachable at start-up).
 
     Requests to Centrifugo go through ``transport`` (closed on return) or, by
-    default, ``open_transport(settings.api_url, ...)``: the lean HTTP/1.1 client
-    for ``http://``, httpx for ``https://``.
+    default, one ``open_transport(url, ...)`` per URL of ``settings.api_url``
+    (``nodes.NodeSet``): the lean HTTP/1.1 client for ``http://``, httpx for
+    ``https://``.
     """
     stop = stop or asyncio.Event()
     metrics = metrics or RelayMetrics()
@@ -99,25 +101,28 @@ async def serve(
         server.start()
     client = async_client(settings.redis_url, cluster=settings.redis_cluster)
     if transport is None:
-        transport = open_transport(
-            settings.api_url, settings.api_key, timeout=settings.request_timeout
+        nodes = NodeSet.open(
+            settings.api_urls, settings.api_key, timeout=settings.request_timeout, metrics=metrics
         )
-    api = CentrifugoAPI(transport)
+    else:
+        nodes = NodeSet([(_api_label(settings), transport)], metrics=metrics)
     try:
         deadline = time.monotonic() + startup_timeout
-        await _check_centrifugo(api, settings, deadline, stop)
+        await _check_centrifugo(nodes, settings, deadline, stop)
         while not stop.is_set():
             health.phase = "starting: waiting for the shard count to be recorded"
             keyspace = await _resolve_keyspace(client, settings, deadline, stop)
             health.phase = "running"
             observed = _Observed(metrics, health)
-            if keyspace is None or not await _run(client, api, keyspace, settings, stop, observed):
+            if keyspace is None or not await _run(
+                client, nodes, keyspace, settings, stop, observed
+            ):
                 break
             log.info("shard count changed by a reshard, restarting the workers")
     finally:
         if server is not None:
             server.close()
-        await _closed(api.aclose(), "centrifugo")
+        await _closed(nodes.aclose(), "centrifugo")
         await _closed(client.aclose(), "redis")
 
 
@@ -198,22 +203,31 @@ async def _unless_stopped(call: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
     return task.result()
 
 
+def _api_label(settings: RelaySettings) -> str:
+    """The API URLs as logs show them (passwords masked)."""
+    return ", ".join(mask_url(url) for url in settings.api_urls)
+
+
 async def _check_centrifugo(
-    api: CentrifugoAPI, settings: RelaySettings, deadline: float, stop: asyncio.Event
+    nodes: NodeSet, settings: RelaySettings, deadline: float, stop: asyncio.Event
 ) -> None:
-    """Prove the API URL and key before touching any queue (HTTP 401 is fatal)."""
+    """Prove the API URL and key before touching any queue (HTTP 401 is fatal).
+
+    With several nodes, one answering is enough to start; the others are
+    passed over until they answer.
+    """
     async for attempt in _STARTUP_BACKOFF.attempts(stop):
-        result = await api.check()
+        result = await nodes.check()
         if result.verdict is Verdict.REPLIES:
             return
         if time.monotonic() > deadline:
             raise RelayFatalError(
-                f"Centrifugo API at {mask_url(settings.api_url)} is not answering: {result.reason}"
+                f"Centrifugo API at {_api_label(settings)} is not answering: {result.reason}"
             )
         log.warning(
             "waiting for Centrifugo",
             extra={
-                "api": mask_url(settings.api_url),
+                "api": _api_label(settings),
                 "reason": result.reason,
                 "retry_in": attempt.delay,
             },
@@ -222,7 +236,7 @@ async def _check_centrifugo(
 
 async def _run(
     client: AsyncRedisClient,
-    api: CentrifugoAPI,
+    nodes: NodeSet,
     keyspace: Keyspace,
     settings: RelaySettings,
     stop: asyncio.Event,
@@ -232,12 +246,14 @@ async def _run(
     cycle = asyncio.Event()
     leases = LeaseKeeper(client, keyspace, settings.relay_id, settings.lease_ttl)
     workers = [
-        ShardWorker(keys, client, api, leases, settings, cycle, observed.metrics)
+        ShardWorker(
+            keys, client, nodes.api_for(keys.shard), leases, settings, cycle, observed.metrics
+        )
         for keys in keyspace.all_shards()
     ]
     sampler = Sampler(
         client,
-        api,
+        nodes.api_for(0),
         keyspace,
         leases,
         observed.metrics,
@@ -251,7 +267,7 @@ async def _run(
             "relay": settings.relay_id,
             "shards": keyspace.shards,
             "prefix": keyspace.prefix,
-            "api": mask_url(settings.api_url),
+            "api": _api_label(settings),
         },
     )
     keeper = asyncio.create_task(leases.run(cycle), name="lease-keeper")

@@ -41,6 +41,7 @@ from .freshness import DEFAULT_FRESHNESS, Freshness
 __all__ = [
     "ENV_PREFIX",
     "SETTINGS",
+    "URL_SEPARATOR",
     "Bounds",
     "Check",
     "Freshness",
@@ -53,7 +54,9 @@ __all__ = [
     "RelaySettings",
     "Schemes",
     "Setting",
+    "UrlList",
     "setting_named",
+    "split_urls",
 ]
 
 ENV_PREFIX = "CENTRIFUGO_ASYNC_"
@@ -160,6 +163,55 @@ class Schemes:
         schemes = ", ".join(self.prefixes[:-1]) + " or " + self.prefixes[-1]
         socket = " (unix://: a socket path)" if "unix://" in self.prefixes else ""
         return f"{schemes} URL with a host{socket}"
+
+    def mask(self, value: str) -> str:
+        """``value`` as it may be shown: its passwords masked."""
+        return mask_url(value)
+
+
+URL_SEPARATOR = ","
+"""Separates the URLs of a list setting (``api_url``) in its one string."""
+
+
+def split_urls(value: str) -> tuple[str, ...]:
+    """The URLs of a list setting's value, as written (items stripped, empty ones kept)."""
+    return tuple(url.strip() for url in value.split(URL_SEPARATOR))
+
+
+@attrs.frozen
+class UrlList(Schemes):
+    """One or more URLs, comma-separated (TOML: a list; flag: repeatable), each a ``Schemes``
+    URL, none twice.
+
+    The value stays one string so a single URL reads, compares and prints as it
+    always did; ``split_urls`` gives the list. A URL never needs a comma here
+    (an API prefix has none), so the separator cannot be ambiguous.
+    """
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, str) or not value.strip():
+            return f"must name at least one URL, got {value!r}"
+        urls = split_urls(value)
+        seen: set[str] = set()
+        for position, url in enumerate(urls, 1):
+            if not url:
+                return (
+                    f"has an empty URL (item {position} of {len(urls)}), got {self.mask(value)!r}"
+                )
+            problem = super().problem(url)
+            if problem is not None:
+                return problem if len(urls) == 1 else f"item {position}: {problem}"
+            same = url.rstrip("/").lower()
+            if same in seen:
+                return f"names {mask_url(url)!r} twice"
+            seen.add(same)
+        return None
+
+    def describe(self) -> str:
+        return "one or more " + super().describe().replace("URL", "URLs") + ", comma-separated"
+
+    def mask(self, value: str) -> str:
+        return URL_SEPARATOR.join(mask_url(url) for url in split_urls(value))
 
 
 @attrs.frozen
@@ -305,7 +357,7 @@ def _setting(
     if secret:
         shown = _masked
     elif isinstance(check, Schemes):
-        shown = _masked_url
+        shown = functools.partial(_masked_url, check)
     return attrs.field(
         default=default,
         factory=factory,
@@ -320,8 +372,8 @@ def _masked(_: object) -> str:
     return "'***'"
 
 
-def _masked_url(url: object) -> str:
-    return repr(mask_url(url)) if isinstance(url, str) else repr(url)
+def _masked_url(check: Schemes, url: object) -> str:
+    return repr(check.mask(url)) if isinstance(url, str) else repr(url)
 
 
 def _validate(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -382,8 +434,11 @@ class RelaySettings:
         "http://127.0.0.1:8000/api",
         toml="centrifugo.api_url",
         env="CENTRIFUGO_API_URL",
-        check=Schemes(("http://", "https://")),
-        help="Centrifugo's server API prefix; the relay posts to its /batch endpoint.",
+        check=UrlList(("http://", "https://")),
+        help="Centrifugo's server API prefix; the relay posts to its /batch endpoint. "
+        "Several (a TOML list, or the flag repeated): Centrifugo nodes sharing one Redis "
+        "or Nats engine; each shard posts to one node at a time, moving to the next on a "
+        "network error or HTTP 5xx.",
     )
     api_key: str = _setting(
         "",
@@ -535,6 +590,11 @@ class RelaySettings:
         help="Send each batch of traced messages in an OpenTelemetry span continuing the "
         "publishers' traces (needs the otel extra; spans go to the configured tracer provider).",
     )
+
+    @property
+    def api_urls(self) -> tuple[str, ...]:
+        """The Centrifugo nodes' API URLs (``api_url`` may name several)."""
+        return split_urls(self.api_url)
 
     @property
     def lease_renew_interval(self) -> float:
