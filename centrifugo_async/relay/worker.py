@@ -22,6 +22,12 @@ One batch in flight per shard. Each round:
    except an ack whose dead letters would grow memory: that one is retried with
    backoff until Redis has room, the batch staying in flight meanwhile, so no
    dead letter is ever dropped.
+
+The ack usually claims the next batch in the same script (``ACK_CLAIM``: one
+round trip per batch instead of two), whenever the next round would claim at
+once: the lease still held and not being handed over, no superseded head to drop
+first (``lookahead``), the relay not stopping. A claim that finds the queue
+empty sends the worker straight to the bell (``BLPOP``).
 """
 
 from __future__ import annotations
@@ -146,7 +152,7 @@ class ShardWorker:
         self._drop_superseded = client.register_script(DROP_SUPERSEDED.source)
         self._unsent: tuple[str, int] | None = None
         """(lease, size) of the batch this worker claimed and has not sent a byte of yet."""
-        self._prefetched: tuple[str, list[bytes]] | None = None
+        self._prefetched: tuple[str, list[Any]] | None = None
         """(lease, reply) of the claim ``ACK_CLAIM`` made with the last ack, not processed yet."""
         self.counts = _Counts()
         self._last_internal_error: str | None = None
@@ -227,7 +233,7 @@ class ShardWorker:
         self._claimed(lease, reply)
         return bool(reply[0]), reply[1:]
 
-    def _claimed(self, lease: str, reply: list[bytes]) -> None:
+    def _claimed(self, lease: str, reply: list[Any]) -> None:
         """Book a claim's reply: what left the queue's head, and a batch not sent yet."""
         self._lookahead.claimed(lease, 0 if reply[0] else len(reply) - 1)
         if not reply[0]:
