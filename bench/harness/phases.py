@@ -72,8 +72,9 @@ def run_phase(
         try:
             process.start()
             profiler: Profiler | None = None
-            if settings.profile_dir is not None and rate == 0 and mover.pids():
-                profiler = Profiler.start(mover.pids()[0], settings.profile_dir / system.name)
+            if settings.profile_dir is not None and mover.pids():
+                name = system.name if rate == 0 else f"{system.name}-at-{rate:g}"
+                profiler = Profiler.start(mover.pids()[0], settings.profile_dir / name)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 accepted = stack.accepted(channel)

@@ -22,6 +22,12 @@ One batch in flight per shard. Each round:
    except an ack whose dead letters would grow memory: that one is retried with
    backoff until Redis has room, the batch staying in flight meanwhile, so no
    dead letter is ever dropped.
+
+The ack usually claims the next batch in the same script (``ACK_CLAIM``: one
+round trip per batch instead of two), whenever the next round would claim at
+once: the lease still held and not being handed over, no superseded head to drop
+first (``lookahead``), the relay not stopping. A claim that finds the queue
+empty sends the worker straight to the bell (``BLPOP``).
 """
 
 from __future__ import annotations
@@ -42,7 +48,15 @@ from ..exceptions import EnvelopeDecodeError
 from ..protocol.deadletter import DeadLetter, encode_dead_letter
 from ..protocol.envelope import channel_of, decode_envelope
 from ..protocol.keys import ShardKeys
-from ..protocol.scripts import ACK, ACK_GROWING, ACK_GROWS, CLAIM, DROP_SUPERSEDED, LEASE_LOST
+from ..protocol.scripts import (
+    ACK,
+    ACK_CLAIM,
+    ACK_GROWING,
+    ACK_GROWS,
+    CLAIM,
+    DROP_SUPERSEDED,
+    LEASE_LOST,
+)
 from .api import BatchResult, CentrifugoAPI, RetryCause, Verdict, publish_command
 from .freshness import (
     Candidate,
@@ -132,12 +146,15 @@ class ShardWorker:
         self._claim = client.register_script(CLAIM.source)
         self._ack = client.register_script(ACK.source)
         self._ack_growing = client.register_script(ACK_GROWING.source)
+        self._ack_claim = client.register_script(ACK_CLAIM.source)
         self._tracer = BatchTracer() if settings.tracing else None
         self._versions = VersionMemory(client, keys)
         self._lookahead = LookAhead(settings.latest_lookahead, self._classify_queued)
         self._drop_superseded = client.register_script(DROP_SUPERSEDED.source)
         self._unsent: tuple[str, int] | None = None
         """(lease, size) of the batch this worker claimed and has not sent a byte of yet."""
+        self._prefetched: tuple[str, list[Any]] | None = None
+        """(lease, reply) of the claim ``ACK_CLAIM`` made with the last ack, not processed yet."""
         self.counts = _Counts()
         self._last_internal_error: str | None = None
         """The traceback of an ``internal`` dead letter is logged once per distinct error."""
@@ -183,6 +200,10 @@ class ShardWorker:
             self._leases.lost(self.shard)
 
     async def _claim_batch(self, lease: str) -> tuple[bool, list[bytes]]:
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and prefetched[0] == lease:
+            reply = prefetched[1]
+            return bool(reply[0]), reply[1:]
         s = self._settings
         await self._drop_superseded_head(lease)
         try:
@@ -198,10 +219,25 @@ class ShardWorker:
         except redis.exceptions.RedisError:
             self._lookahead.forget()
             raise
+        self._claimed(lease, reply)
+        return bool(reply[0]), reply[1:]
+
+    def _claimed(self, lease: str, reply: list[Any]) -> None:
+        """Book a claim's reply: what left the queue's head, and a batch not sent yet."""
         self._lookahead.claimed(lease, 0 if reply[0] else len(reply) - 1)
         if not reply[0]:
             self._unsent = (lease, len(reply) - 1)
-        return bool(reply[0]), reply[1:]
+
+    def _may_claim_with_ack(self, lease: str) -> bool:
+        """Whether the ack may claim the next batch too (``ACK_CLAIM``): when the next
+        round would claim right away, with nothing to do first (no lease to hand over,
+        no superseded head to drop) and the relay not stopping."""
+        return (
+            not self._stop.is_set()
+            and self._leases.value(self.shard) == lease
+            and not self._leases.should_release(self.shard)
+            and self._lookahead.superseded_head(lease) is None
+        )
 
     async def _process(self, entries: list[bytes], redelivery: bool, lease: str) -> None:
         if redelivery:
@@ -458,7 +494,7 @@ class ShardWorker:
         fresh += [part for pair in versions.items() for part in pair]
         try:
             try:
-                await self._fenced(self._ack, keys, [*counts, "1", *fresh, *letters])
+                await self._ack_and_claim(keys, [*counts, "1", *fresh, *letters], lease)
             except redis.exceptions.ResponseError as exc:
                 if not str(exc).startswith(ACK_GROWS):
                     raise
@@ -467,6 +503,7 @@ class ShardWorker:
                     return
         except redis.exceptions.RedisError:
             self._versions.forget()  # the ack may have written versions after all
+            self._lookahead.forget()  # and claimed the next batch
             raise
         self._versions.recorded(lease, versions)
         self.counts.delivered += delivered
@@ -479,6 +516,18 @@ class ShardWorker:
         if superseded:
             self._metrics.superseded.labels(self._label).inc(superseded)
             log.info("superseded", extra={"shard": self.shard, "count": superseded})
+
+    async def _ack_and_claim(self, keys: list[str], args: list[object], lease: str) -> None:
+        """``ACK``, or ``ACK_CLAIM`` keeping the next batch for the next round."""
+        if not self._may_claim_with_ack(lease):
+            await self._fenced(self._ack, keys, args)
+            return
+        s = self._settings
+        reply = await self._fenced(
+            self._ack_claim, [*keys, self.keys.queue], [s.max_batch, s.max_batch_bytes, *args]
+        )
+        self._claimed(lease, reply)
+        self._prefetched = (lease, reply)
 
     async def _ack_when_room(
         self, keys: list[str], args: list[object], lease: str, letters: int
@@ -505,10 +554,10 @@ class ShardWorker:
         return False
 
     @staticmethod
-    async def _fenced(script: Any, keys: list[str], args: list[object]) -> None:
+    async def _fenced(script: Any, keys: list[str], args: list[object]) -> Any:
         """Run a lease-fenced script; a ``LEASE_LOST`` reply raises ``_LeaseLost``."""
         try:
-            await script(keys=keys, args=args)
+            return await script(keys=keys, args=args)
         except redis.exceptions.ResponseError as exc:
             if str(exc).startswith(LEASE_LOST):
                 raise _LeaseLost from None
@@ -520,11 +569,13 @@ class ShardWorker:
         if expired:
             metrics.expired.labels(self._label).inc(expired)
         received_ms = now_ms()
-        for item in items:
-            if item.delivered:
-                metrics.enqueue_to_accept.observe(max(0, received_ms - item.ts) / 1000)
-            elif item.dead_letter is not None:
-                metrics.dead_lettered.labels(item.dead_letter.reason).inc()
+        metrics.enqueue_to_accept.observe_many(
+            max(0, received_ms - item.ts) / 1000 for item in items if item.delivered
+        )
+        if len(items) > delivered + expired:
+            for item in items:
+                if item.dead_letter is not None:
+                    metrics.dead_lettered.labels(item.dead_letter.reason).inc()
 
     def _dead_letter(
         self, item: _Item, reason: str, error: str, code: int | None = None

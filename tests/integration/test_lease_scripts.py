@@ -19,6 +19,8 @@ from centrifugo_async import Keyspace
 from centrifugo_async.connection import async_client
 from centrifugo_async.protocol.scripts import (
     ACK,
+    ACK_CLAIM,
+    ACK_GROWS,
     CLAIM,
     LEASE_ACQUIRE,
     LEASE_LOST,
@@ -55,6 +57,15 @@ def ack(client: redis.Redis, lease: str, count: int, *letters: bytes) -> object:
     keys = [SHARD.inflight, SHARD.lease, SHARD.state, SHARD.dlq, SHARD.versions, SHARD.versions_old]
     delivered = count - len(letters)
     return run(client, ACK, keys, lease, count, delivered, 0, "0", 0, 100, 0, *letters)
+
+
+def ack_claim(
+    client: redis.Redis, lease: str, count: int, *letters: bytes, max_count: int = 100
+) -> object:
+    keys = [SHARD.inflight, SHARD.lease, SHARD.state, SHARD.dlq, SHARD.versions, SHARD.versions_old]
+    delivered = count - len(letters)
+    args = [lease, count, delivered, 0, "1", 0, 100, 0, *letters]
+    return run(client, ACK_CLAIM, [*keys, SHARD.queue], max_count, 10**6, *args)
 
 
 def acquire(
@@ -104,11 +115,13 @@ def test_claim_and_ack_refuse_every_lease_but_the_current_one(client: redis.Redi
     for stale in ("relay-b#2", "relay-a#1", "relay-a", ""):
         assert refused(claim, client, stale), f"claim accepted the lease {stale!r}"
         assert refused(ack, client, stale, 2, b"letter"), f"ack accepted the lease {stale!r}"
+        assert refused(ack_claim, client, stale, 2), f"ack+claim accepted the lease {stale!r}"
         assert snapshot(client) == before, f"a refused call with {stale!r} changed the shard"
 
     client.delete(SHARD.lease)
     assert refused(claim, client, current), "claim worked without any lease"
     assert refused(ack, client, current, 2), "ack worked without any lease"
+    assert refused(ack_claim, client, current, 2), "ack+claim worked without any lease"
     assert snapshot(client) == before
 
 
@@ -189,3 +202,31 @@ async def test_the_keeper_offers_a_lease_only_while_a_third_of_its_ttl_is_left(
         assert keeper.value(0) == value
     finally:
         await connection.aclose()
+
+
+def test_ack_claim_acks_then_claims_like_the_two_scripts_in_a_row(client: redis.Redis) -> None:
+    lease = acquire(client, "relay-a")
+    assert lease is not None
+    client.rpush(SHARD.queue, b"m1", b"m2", b"m3", b"m4", b"m5")
+    assert claim(client, lease, max_count=2) == [0, b"m1", b"m2"]
+    assert ack_claim(client, lease, 2, b"dl", max_count=2) == [0, b"m3", b"m4"]
+    queue, in_flight, state, letters = snapshot(client)
+    assert (queue, in_flight, letters) == ([b"m5"], [b"m3", b"m4"], 1)
+    assert (state[b"delivered"], state[b"dead_lettered"]) == (b"1", b"1")
+    assert ack_claim(client, lease, 1, max_count=2) == [1, b"m4"], (
+        "the rest of the in-flight list first"
+    )
+    assert ack_claim(client, lease, 1, max_count=2) == [0, b"m5"]
+    assert ack_claim(client, lease, 1, max_count=2) == [0]
+    assert snapshot(client)[:2] == ([], [])
+
+
+def test_an_ack_claim_whose_dead_letters_grow_memory_changes_nothing(client: redis.Redis) -> None:
+    lease = acquire(client, "relay-a")
+    assert lease is not None
+    client.rpush(SHARD.queue, b"m1", b"m2")
+    assert claim(client, lease, max_count=1) == [0, b"m1"]
+    before = snapshot(client)
+    with pytest.raises(redis.exceptions.ResponseError, match=ACK_GROWS):
+        ack_claim(client, lease, 1, b"a dead letter much larger than the entry it stands for")
+    assert snapshot(client) == before
