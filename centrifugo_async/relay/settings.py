@@ -84,9 +84,11 @@ class Bounds:
     above: float | None = None
     low: float | None = None
     high: float | None = None
+    zero_unsets: bool = False
+    """0 stands for None (not set), as flags, env and TOML write an unset count."""
 
     def problem(self, value: Any) -> str | None:
-        if value is None:
+        if value is None or (self.zero_unsets and value == 0):
             return None
         if isinstance(value, float) and not math.isfinite(value):
             return f"must be a finite number, got {value!r}"
@@ -106,14 +108,15 @@ class Bounds:
             lower, one_sided = f"{self.low}<=", f"x>={self.low}"
         else:
             lower, one_sided = "", ""
-        if self.high is None:
-            return one_sided
-        return f"{lower}x<={self.high}"
+        described = one_sided if self.high is None else f"{lower}x<={self.high}"
+        return f"0 or {described}" if self.zero_unsets else described
 
     def _range(self) -> str:
         if self.low is not None and self.high is not None:
-            return f"{self.low}..{self.high}"
-        return f">= {self.low}" if self.low is not None else f"<= {self.high}"
+            described = f"{self.low}..{self.high}"
+        else:
+            described = f">= {self.low}" if self.low is not None else f"<= {self.high}"
+        return f"0 or {described}" if self.zero_unsets else described
 
 
 @attrs.frozen
@@ -402,13 +405,17 @@ class _OpenTelemetryInstalled:
         return "needs the otel extra"
 
 
+def _zero_as_unset(value: int | None) -> int | None:
+    return None if value == 0 else value
+
+
 @attrs.frozen(kw_only=True)
 class RelaySettings:
     """Relay configuration. Durations are in seconds.
 
     Each field is a row of the settings table (see the module docstring); its
     ``help`` says what it is for, and the operations guide lists them all.
-    ``shards=None`` adopts the count recorded in Redis by the publishers (waiting
+    ``shards=None`` (or 0) adopts the count recorded in Redis by the publishers (waiting
     for the first one if nothing is recorded yet); an explicit count must match
     the recorded one, or is recorded when there is none.
     """
@@ -480,7 +487,8 @@ class RelaySettings:
     shards: int | None = _setting(
         None,
         toml="relay.shards",
-        check=Bounds(low=1, high=MAX_SHARDS),
+        check=Bounds(low=1, high=MAX_SHARDS, zero_unsets=True),
+        converter=_zero_as_unset,
         help="Shard count; 0 adopts the count the publishers recorded in Redis.",
     )
     max_batch: int = _setting(

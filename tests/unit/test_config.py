@@ -25,7 +25,9 @@ from centrifugo_async.relay.settings import (
     InvalidSetting,
     LatePolicy,
     OneOf,
+    RelaySettings,
     Setting,
+    setting_named,
 )
 
 CONFIG = """
@@ -186,8 +188,10 @@ def _just_outside(bounds: Bounds) -> list[float]:
     outside = []
     if bounds.above is not None:
         outside.append(bounds.above)
-    if bounds.low is not None:
+    if bounds.low is not None and not (bounds.zero_unsets and bounds.low - 1 == 0):
         outside.append(bounds.low - 1)
+    if bounds.zero_unsets:
+        outside.append(-1)
     if bounds.high is not None:
         outside.append(bounds.high + 1)
     return outside
@@ -215,6 +219,18 @@ def test_bounds_are_enforced_from_the_table(setting: Setting) -> None:
         settings, origin = load_settings(None, {**env, setting.env: str(value)})
         assert getattr(settings, setting.name) == value
         assert origin[setting.name] == f"${setting.env}"
+
+
+def test_a_count_that_zero_unsets_takes_0_as_not_set() -> None:
+    settings, origin = load_settings(
+        None, {"CENTRIFUGO_API_KEY": "k", "CENTRIFUGO_ASYNC_SHARDS": "0"}
+    )
+    assert settings.shards is None
+    assert origin["shards"] == "$CENTRIFUGO_ASYNC_SHARDS"
+    assert RelaySettings(api_key="k", shards=0).shards is None
+    check = setting_named("shards").check
+    assert isinstance(check, Bounds)
+    assert check.describe() == "0 or 1<=x<=4096"
 
 
 FLOATS = [s for s in SETTINGS if s.type is float]
