@@ -177,6 +177,31 @@ class ShardWorker:
             expected_message="redis error",
             on_crash=self._crashed,
         )
+        await self._finish_prefetched()
+
+    async def _finish_prefetched(self) -> None:
+        """Deliver the batch the last ack claimed, if the stop came during that ack.
+
+        ``ACK_CLAIM`` moves the next batch into the in-flight list with the ack;
+        when the relay is told to stop while that script runs, the batch is in
+        flight already, so the worker finishes it (as it finishes any batch in
+        flight) instead of leaving it for the next owner's redelivery.
+        """
+        if self._prefetched is None:
+            return
+        lease = self._leases.value(self.shard)
+        if lease is None or self._prefetched[0] != lease:
+            return
+        try:
+            redelivery, entries = await self._claim_batch(lease)
+            await self._process(entries, redelivery, lease)
+        except _LeaseLost:
+            self._leases.lost(self.shard)
+        except redis.exceptions.RedisError as exc:
+            log.warning(
+                "redis error",
+                extra={"shard": self.shard, "error": repr(exc)},
+            )
 
     def _crashed(self) -> None:
         self.counts.restarts += 1

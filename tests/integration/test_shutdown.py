@@ -13,12 +13,15 @@ import asyncio
 import signal
 from collections.abc import Iterator
 
+import attrs
 import pytest
 
-from centrifugo_async import AsyncPublisher, Message
+from centrifugo_async import AsyncPublisher, Message, Publisher
+from centrifugo_async.relay import RelaySettings, serve
+from centrifugo_async.relay.worker import ShardWorker
 from devstack import DEV_API_KEY, CentrifugoServer, RedisServer, RelayProcess
 from tests.support.fake_centrifugo import FakeCentrifugo, Hang
-from tests.support.stack import shard_stats, wait_until, wait_until_drained
+from tests.support.stack import history, shard_stats, wait_until, wait_until_drained
 
 SHARDS = 16
 GRACE = 5.0 + 10.0
@@ -81,3 +84,40 @@ async def test_sigterm_while_centrifugo_hangs_exits_within_the_grace(redis_url: 
     stats = shard_stats(redis_url, SHARDS)
     assert sum(s.in_flight for s in stats) == len(fake.batches[0].commands) == 20
     assert fake.accepted == []
+
+
+async def test_a_stop_during_the_ack_that_claims_the_next_batch_delivers_that_batch(
+    relay_settings: RelaySettings,
+    centrifugo: CentrifugoServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stop arrives while ``ACK_CLAIM`` runs: the batch it claimed is in flight.
+
+    The worker must deliver it before it exits, as it finishes any batch in
+    flight; a stop leaves no half-done batch for the next owner to redeliver.
+    """
+    stop = asyncio.Event()
+    claimed_with_ack = 0
+
+    def stop_once_it_claims(worker: ShardWorker, lease: str) -> bool:
+        nonlocal claimed_with_ack
+        allowed = may_claim_with_ack(worker, lease)
+        if allowed:
+            claimed_with_ack += 1
+            stop.set()
+        return allowed
+
+    may_claim_with_ack = ShardWorker._may_claim_with_ack
+    monkeypatch.setattr(ShardWorker, "_may_claim_with_ack", stop_once_it_claims)
+    settings = attrs.evolve(relay_settings, shards=1, max_batch=10)
+    channel = "obj:stop-during-ack-claim"
+    with Publisher.from_url(settings.redis_url, shards=1) as publisher:
+        publisher.publish_many([Message(channel, {"n": n}, f"key-{n}", 1) for n in range(50)])
+
+    await asyncio.wait_for(serve(settings, stop=stop), 20)
+
+    [stats] = shard_stats(settings.redis_url, 1)
+    assert claimed_with_ack == 1
+    assert stats.in_flight == 0, "the batch claimed with the ack was left in flight"
+    assert [p["data"]["n"] for p in history(centrifugo, channel)] == list(range(20))
+    assert stats.queued == 30

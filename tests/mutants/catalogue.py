@@ -43,6 +43,10 @@ CODE_100_NEWEST = f"{FRESHNESS}::test_after_a_code_100_only_what_is_still_newest
 CATCH_UP = f"{FRESHNESS}::test_a_latest_channel_catches_up_with_one_publication_per_key"
 UNCERTAIN = f"{FRESHNESS}::test_a_batch_resent_after_an_uncertain_answer_is_sent_latest_wins"
 SUPERVISED = "tests/integration/test_supervision.py"
+STOP_DURING_ACK_CLAIM = (
+    "tests/integration/test_shutdown.py"
+    "::test_a_stop_during_the_ack_that_claims_the_next_batch_delivers_that_batch"
+)
 ENQUEUE_NO_GAP = (
     "tests/integration/test_partial_publish.py"
     "::test_an_enqueue_refused_for_a_wrong_key_type_writes_nothing"
@@ -340,5 +344,11 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         (ENQUEUE_NO_GAP,),
+    ),
+    Mutant(
+        "stop-leaves-the-claimed-batch",
+        "a stop during the ack that claims the next batch leaves that batch in flight",
+        (Patch(WORKER, "        await self._finish_prefetched()\n", ""),),
+        (STOP_DURING_ACK_CLAIM,),
     ),
 )
