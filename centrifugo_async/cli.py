@@ -34,6 +34,7 @@ import click
 import redis.exceptions
 
 from . import admin
+from ._gc import tune_for_a_service
 from ._progress import Progress
 from .connection import DEFAULT_TIMEOUT, SyncRedisClient, sync_client
 from .exceptions import CentrifugoAsyncError, RelayFatalError
@@ -426,6 +427,7 @@ def relay(config_file: str | None, **flags: Any) -> None:
             "the config file or --api-key-file instead",
             extra={"flag": flag},
         )
+    tune_for_a_service()
     with _errors_as_log_lines(settings.log_format, "centrifugo_async.relay"):
         asyncio.run(_serve_until_signalled(settings))
 
@@ -919,6 +921,7 @@ def outbox_forward(
             loop.add_signal_handler(sig, stop.set)
         await forward(settings, stop=stop)
 
+    tune_for_a_service()
     with _errors_as_log_lines(log_format, "centrifugo_async.outbox"):
         asyncio.run(run())
 

@@ -43,6 +43,7 @@ __all__ = [
     "SETTINGS",
     "URL_SEPARATOR",
     "Bounds",
+    "ChannelRules",
     "Check",
     "Freshness",
     "FreshnessRule",
@@ -609,22 +610,26 @@ class RelaySettings:
         """How often leases are renewed (a third of their TTL)."""
         return self.lease_ttl / 3
 
+    def rules_for(self, channel: str) -> ChannelRules:
+        """What the channel patterns say about ``channel``.
+
+        Cached over all settings; a caller on the hot path keeps its own cache
+        keyed by the channel alone (hashing the settings' pattern tuples on every
+        call costs more than the lookup saves).
+        """
+        return _channel_rules(self.late_delivery, self.forward_version, self.freshness, channel)
+
     def max_age_ms(self, channel: str, ttl_ms: int | None) -> int | None:
         """How old a message for ``channel`` may be when delivered (None: any age)."""
-        if ttl_ms is not None:
-            return ttl_ms
-        return self._rules(channel)[0]
+        return self.rules_for(channel).max_age(ttl_ms)
 
     def forwards_version(self, channel: str) -> bool:
         """Whether publications to ``channel`` carry Centrifugo's ``version``."""
-        return self._rules(channel)[1]
+        return self.rules_for(channel).forward_version
 
     def freshness_of(self, channel: str) -> Freshness:
         """Which versions of a key the relay sends on ``channel`` (``relay.freshness``)."""
-        return self._rules(channel)[2]
-
-    def _rules(self, channel: str) -> tuple[int | None, bool, Freshness]:
-        return _channel_rules(self.late_delivery, self.forward_version, self.freshness, channel)
+        return self.rules_for(channel).freshness
 
 
 def _shown(default: object) -> str:
@@ -665,19 +670,33 @@ def setting_named(name: str) -> Setting:
     return _BY_NAME[name]
 
 
+@attrs.frozen
+class ChannelRules:
+    """What the relay's channel patterns say about one channel."""
+
+    max_age_ms: int | None
+    """``late_delivery``'s limit (None: any age)."""
+    forward_version: bool
+    freshness: Freshness
+
+    def max_age(self, ttl_ms: int | None) -> int | None:
+        """How old a message may be when delivered: its own ``ttl_ms`` wins."""
+        return self.max_age_ms if ttl_ms is None else ttl_ms
+
+
 @functools.lru_cache(maxsize=8192)
 def _channel_rules(
     late_delivery: tuple[LatePolicy, ...],
     forward_version: tuple[str, ...],
     freshness: tuple[FreshnessRule, ...],
     channel: str,
-) -> tuple[int | None, bool, Freshness]:
-    """(max age, forward version, freshness) for a channel; cached, as channels repeat
-    endlessly."""
+) -> ChannelRules:
+    """The rules for a channel; cached, as channels repeat endlessly."""
     max_age = next(
         (p.max_age_ms for p in late_delivery if fnmatch.fnmatchcase(channel, p.pattern)), None
     )
     mode = next(
         (r.mode for r in freshness if fnmatch.fnmatchcase(channel, r.pattern)), DEFAULT_FRESHNESS
     )
-    return max_age, any(fnmatch.fnmatchcase(channel, p) for p in forward_version), mode
+    forward = any(fnmatch.fnmatchcase(channel, p) for p in forward_version)
+    return ChannelRules(max_age, forward, mode)

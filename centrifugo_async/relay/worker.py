@@ -33,6 +33,7 @@ empty sends the worker straight to the bell (``BLPOP``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -81,6 +82,9 @@ __all__ = ["ShardWorker"]
 
 log = logging.getLogger("centrifugo_async.relay")
 
+RULES_CACHE_SIZE = 8192
+"""Channels whose rules a worker remembers (channels repeat endlessly; some are per user)."""
+
 
 @attrs.define
 class _Item:
@@ -101,9 +105,13 @@ class _Item:
     superseded: bool = False
 
 
-@attrs.frozen
+@attrs.define
 class _Outgoing:
-    """An item that became a publish command, waiting to be accepted."""
+    """An item that became a publish command, waiting to be accepted.
+
+    Not frozen: one is made per message on the hot path, and a frozen attrs
+    class's ``__init__`` costs about three times a plain slotted one's.
+    """
 
     item: _Item
     command: bytes
@@ -140,6 +148,7 @@ class ShardWorker:
         self._api = api
         self._leases = leases
         self._settings = settings
+        self._rules_for = functools.lru_cache(maxsize=RULES_CACHE_SIZE)(settings.rules_for)
         self._stop = stop
         self._metrics = metrics
         self._label = str(keys.shard)
@@ -308,8 +317,8 @@ class ShardWorker:
         item.key, item.version = envelope.key, envelope.version
         item.ts = envelope.ts
         item.traceparent = envelope.traceparent
-        settings = self._settings
-        max_age = settings.max_age_ms(channel, envelope.ttl_ms)
+        rules = self._rules_for(channel)
+        max_age = rules.max_age(envelope.ttl_ms)
         if max_age is not None and now_ms() - envelope.ts > max_age:
             item.expired = True
             return item
@@ -318,7 +327,7 @@ class ShardWorker:
             raw,
             envelope.effective_idempotency_key,
             envelope.tags,
-            envelope.version if settings.forwards_version(channel) else None,
+            envelope.version if rules.forward_version else None,
         )
         return item
 
@@ -334,16 +343,13 @@ class ShardWorker:
         """
         if redelivery and self._unsent == (lease, len(items)):
             redelivery = False
-        mode_of = self._settings.freshness_of
-        modes: dict[str, Freshness] = {}
+        rules_for = self._rules_for
         latest = False
         for item in items:
             channel = item.channel
             if item.command is None or channel is None:
                 continue
-            mode = modes.get(channel)
-            if mode is None:
-                mode = modes[channel] = mode_of(channel)
+            mode = rules_for(channel).freshness
             if mode is Freshness.ALL:
                 continue
             latest = latest or mode is Freshness.LATEST
@@ -378,13 +384,12 @@ class ShardWorker:
 
     def _may_supersede(self, channel: str, ttl_ms: int | None) -> bool:
         """An envelope of ``channel`` that is sure to be sent unless superseded itself."""
-        settings = self._settings
-        mode = settings.freshness_of(channel)
-        return mode is not Freshness.ALL and settings.max_age_ms(channel, ttl_ms) is None
+        rules = self._rules_for(channel)
+        return rules.freshness is not Freshness.ALL and rules.max_age(ttl_ms) is None
 
     def _classify_queued(self, channel: str, ttl_ms: int | None) -> tuple[bool, bool]:
         """(on a latest channel, may stand in for older versions), for the look-ahead."""
-        latest = self._settings.freshness_of(channel) is Freshness.LATEST
+        latest = self._rules_for(channel).freshness is Freshness.LATEST
         return latest, latest and self._may_supersede(channel, ttl_ms)
 
     async def _drop_superseded_head(self, lease: str) -> None:
