@@ -189,12 +189,13 @@ class ShardWorker:
         await self._finish_prefetched()
 
     async def _finish_prefetched(self) -> None:
-        """Deliver the batch the last ack claimed, if the stop came during that ack.
+        """Deliver the batch the last ack claimed, before a stop or a hand-over.
 
         ``ACK_CLAIM`` moves the next batch into the in-flight list with the ack;
-        when the relay is told to stop while that script runs, the batch is in
-        flight already, so the worker finishes it (as it finishes any batch in
-        flight) instead of leaving it for the next owner's redelivery.
+        when the relay is told to stop, or decides to hand the shard over, while
+        that script runs, the batch is in flight already. The worker finishes it
+        (as it finishes any batch in flight) instead of leaving it to the next
+        owner, whose redelivery would be sent latest-wins and skip versions.
         """
         if self._prefetched is None:
             return
@@ -218,6 +219,7 @@ class ShardWorker:
     async def _round(self) -> None:
         """One step: hand the lease over, wait for it, or claim and process a batch."""
         if self._leases.should_release(self.shard):
+            await self._finish_prefetched()
             await self._leases.release(self.shard)
             return
         lease = self._leases.value(self.shard)

@@ -1,4 +1,5 @@
-"""SIGTERM ends the relay within the documented grace period, even when a peer hangs.
+"""SIGTERM ends the relay within the documented grace period, even when a peer hangs;
+a stop or a hand-over leaves no batch in flight.
 
 The grace period before a SIGKILL is ``request_timeout`` plus 10 seconds (15 s
 with the defaults, docs/operations.md). A Redis that hangs (SIGSTOPped: its
@@ -15,9 +16,12 @@ from collections.abc import Iterator
 
 import attrs
 import pytest
+import redis
 
 from centrifugo_async import AsyncPublisher, Message, Publisher
+from centrifugo_async.protocol.keys import Keyspace
 from centrifugo_async.relay import RelaySettings, serve
+from centrifugo_async.relay.lease import LeaseKeeper
 from centrifugo_async.relay.worker import ShardWorker
 from devstack import DEV_API_KEY, CentrifugoServer, RedisServer, RelayProcess
 from tests.support.fake_centrifugo import FakeCentrifugo, Hang
@@ -121,3 +125,46 @@ async def test_a_stop_during_the_ack_that_claims_the_next_batch_delivers_that_ba
     assert stats.in_flight == 0, "the batch claimed with the ack was left in flight"
     assert [p["data"]["n"] for p in history(centrifugo, channel)] == list(range(20))
     assert stats.queued == 30
+
+
+async def test_a_hand_over_decided_during_the_ack_that_claims_delivers_that_batch_first(
+    relay_settings: RelaySettings,
+    centrifugo: CentrifugoServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The relay decides to hand the shard over while ``ACK_CLAIM`` runs.
+
+    The batch that script claimed must be delivered before the lease goes: left in
+    flight, the next owner would redeliver it latest-wins and skip versions.
+    """
+    stop = asyncio.Event()
+    releasing: set[int] = set()
+    in_flight_at_release: list[int] = []
+    client = redis.Redis.from_url(relay_settings.redis_url)
+
+    def hand_over_once_it_claims(worker: ShardWorker, lease: str) -> bool:
+        allowed = may_claim_with_ack(worker, lease)
+        if allowed and not in_flight_at_release:
+            releasing.add(worker.shard)
+        return allowed
+
+    async def release(keeper: LeaseKeeper, shard: int) -> None:
+        in_flight_at_release.append(client.llen(Keyspace(shards=1).shard(shard).inflight))
+        releasing.discard(shard)
+        await release_lease(keeper, shard)
+        stop.set()
+
+    may_claim_with_ack = ShardWorker._may_claim_with_ack
+    release_lease = LeaseKeeper.release
+    monkeypatch.setattr(ShardWorker, "_may_claim_with_ack", hand_over_once_it_claims)
+    monkeypatch.setattr(LeaseKeeper, "should_release", lambda _, shard: shard in releasing)
+    monkeypatch.setattr(LeaseKeeper, "release", release)
+    settings = attrs.evolve(relay_settings, shards=1, max_batch=10)
+    channel = "obj:hand-over-during-ack-claim"
+    with Publisher.from_url(settings.redis_url, shards=1) as publisher:
+        publisher.publish_many([Message(channel, {"n": n}, f"key-{n}", 1) for n in range(50)])
+
+    await asyncio.wait_for(serve(settings, stop=stop), 20)
+
+    assert in_flight_at_release == [0], "the batch claimed with the ack was left in flight"
+    assert [p["data"]["n"] for p in history(centrifugo, channel)] == list(range(20))

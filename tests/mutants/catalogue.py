@@ -43,6 +43,10 @@ CODE_100_NEWEST = f"{FRESHNESS}::test_after_a_code_100_only_what_is_still_newest
 CATCH_UP = f"{FRESHNESS}::test_a_latest_channel_catches_up_with_one_publication_per_key"
 UNCERTAIN = f"{FRESHNESS}::test_a_batch_resent_after_an_uncertain_answer_is_sent_latest_wins"
 SUPERVISED = "tests/integration/test_supervision.py"
+HAND_OVER_DURING_ACK_CLAIM = (
+    "tests/integration/test_shutdown.py"
+    "::test_a_hand_over_decided_during_the_ack_that_claims_delivers_that_batch_first"
+)
 STOP_DURING_ACK_CLAIM = (
     "tests/integration/test_shutdown.py"
     "::test_a_stop_during_the_ack_that_claims_the_next_batch_delivers_that_batch"
@@ -350,5 +354,18 @@ MUTANTS: tuple[Mutant, ...] = (
         "a stop during the ack that claims the next batch leaves that batch in flight",
         (Patch(WORKER, "        await self._finish_prefetched()\n", ""),),
         (STOP_DURING_ACK_CLAIM,),
+    ),
+    Mutant(
+        "hand-over-leaves-the-claimed-batch",
+        "a hand-over decided during the ack that claims the next batch leaves that batch in flight",
+        (
+            Patch(
+                WORKER,
+                "            await self._finish_prefetched()\n"
+                "            await self._leases.release(self.shard)\n",
+                "            await self._leases.release(self.shard)\n",
+            ),
+        ),
+        (HAND_OVER_DURING_ACK_CLAIM,),
     ),
 )
