@@ -352,7 +352,13 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "stop-leaves-the-claimed-batch",
         "a stop during the ack that claims the next batch leaves that batch in flight",
-        (Patch(WORKER, "        await self._finish_prefetched()\n", ""),),
+        (
+            Patch(
+                WORKER,
+                "        )\n        await self._finish_prefetched()\n",
+                "        )\n",
+            ),
+        ),
         (STOP_DURING_ACK_CLAIM,),
     ),
     Mutant(
